@@ -1,0 +1,70 @@
+"""How PIXL code talks to an Orthanc server, inside or outside it.
+
+Logic modules take an `OrthancApi` and never import `orthanc`. Inside a plugin
+the entry module passes an adapter over `orthanc.RestApi*` (see
+`orthanc_plugins/raw/plugin.py`); outside Orthanc (tests, tools) `HttpOrthanc`
+talks to a running server over HTTP. Both raise `OrthancError` on failure.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import requests
+
+
+class OrthancError(RuntimeError):
+    """A call to Orthanc's REST API failed."""
+
+
+class OrthancApi(Protocol):
+    def get(self, uri: str) -> bytes: ...
+
+    def post(self, uri: str, body: bytes) -> bytes: ...
+
+    def put(self, uri: str, body: bytes) -> bytes: ...
+
+    def delete(self, uri: str) -> None: ...
+
+
+def get_json(api: OrthancApi, uri: str) -> Any:
+    return json.loads(api.get(uri))
+
+
+def post_json(api: OrthancApi, uri: str, payload: Any) -> Any:
+    answer = api.post(uri, json.dumps(payload).encode())
+    return json.loads(answer) if answer.strip() else None
+
+
+class HttpOrthanc:
+    """`OrthancApi` over HTTP, for code that runs outside an Orthanc process."""
+
+    def __init__(self, url: str, auth: tuple[str, str] | None = None, timeout: float = 60):
+        self.url = url.rstrip("/")
+        self._session = requests.Session()
+        self._session.auth = auth
+        self._timeout = timeout
+
+    def _call(self, method: str, uri: str, body: bytes | None = None) -> bytes:
+        try:
+            response = self._session.request(
+                method, self.url + uri, data=body, timeout=self._timeout
+            )
+        except requests.RequestException as exc:
+            raise OrthancError(f"{method} {uri} on {self.url} failed: {type(exc).__name__}") from exc
+        if response.status_code >= 400:
+            raise OrthancError(f"{method} {uri} on {self.url} answered HTTP {response.status_code}")
+        return response.content
+
+    def get(self, uri: str) -> bytes:
+        return self._call("GET", uri)
+
+    def post(self, uri: str, body: bytes) -> bytes:
+        return self._call("POST", uri, body)
+
+    def put(self, uri: str, body: bytes) -> bytes:
+        return self._call("PUT", uri, body)
+
+    def delete(self, uri: str) -> None:
+        self._call("DELETE", uri)

@@ -1,0 +1,220 @@
+"""What both plugin entry modules share, in plain Python.
+
+The entry modules are the only ones that import `orthanc`; they hand the module
+(`sdk`) to these helpers, which therefore stay importable and testable without
+Orthanc.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Callable, Protocol
+from urllib.parse import parse_qs
+
+from orthanc_plugins.common import db
+from orthanc_plugins.common.orthanc_api import OrthancError
+from orthanc_plugins.common.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+
+def pixl_version() -> str:
+    try:
+        return version("pixl")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class OrthancLogHandler(logging.Handler):
+    """Send Python logging to Orthanc's own log."""
+
+    def __init__(self, sdk: Any):
+        super().__init__()
+        self._sdk = sdk
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = self.format(record)
+        if record.levelno >= logging.ERROR:
+            self._sdk.LogError(message)
+        elif record.levelno >= logging.WARNING:
+            self._sdk.LogWarning(message)
+        else:
+            self._sdk.LogInfo(message)
+
+
+def configure_logging(sdk: Any) -> None:
+    handler = OrthancLogHandler(sdk)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+class EmbeddedOrthanc:
+    """`OrthancApi` over the plugin SDK's in-process REST calls."""
+
+    def __init__(self, sdk: Any):
+        self._sdk = sdk
+
+    def _call(self, what: str, function: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return function(*args)
+        except Exception as exc:  # the SDK raises its own exception type
+            raise OrthancError(f"{what} failed: {exc}") from exc
+
+    def get(self, uri: str) -> bytes:
+        return self._call(f"GET {uri}", self._sdk.RestApiGet, uri)
+
+    def post(self, uri: str, body: bytes) -> bytes:
+        return self._call(f"POST {uri}", self._sdk.RestApiPost, uri, body)
+
+    def put(self, uri: str, body: bytes) -> bytes:
+        return self._call(f"PUT {uri}", self._sdk.RestApiPut, uri, body)
+
+    def delete(self, uri: str) -> None:
+        self._call(f"DELETE {uri}", self._sdk.RestApiDelete, uri)
+
+
+@dataclass
+class ApiRequest:
+    method: str
+    path: str  # below /pixl/, without a leading slash: "health", "extracts", ...
+    query: dict[str, str]
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        if not self.body.strip():
+            return {}
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise ApiError(400, f"the request body is not valid JSON: {exc.msg}") from exc
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    payload: Any
+    content_type: str = "application/json"
+
+    def body(self) -> bytes:
+        if isinstance(self.payload, bytes):
+            return self.payload
+        return json.dumps(self.payload, default=str).encode()
+
+
+class ApiError(Exception):
+    """An error answer: its message is shown to the client, so it must never
+    hold an identifying value or a secret."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+Handler = Callable[[ApiRequest], ApiResponse]
+
+
+def _parse_query(request: dict[str, Any]) -> dict[str, str]:
+    query = request.get("get") or {}
+    if isinstance(query, dict):
+        return {str(k): str(v) for k, v in query.items()}
+    return {k: v[-1] for k, v in parse_qs(str(query)).items()}
+
+
+def make_rest_callback(sdk: Any, handler: Handler) -> Callable[..., None]:
+    """Adapt a plain `ApiRequest -> ApiResponse` handler to the SDK's REST callback."""
+
+    def callback(output: Any, uri: str, **request: Any) -> None:
+        groups = request.get("groups") or ()
+        api_request = ApiRequest(
+            method=request.get("method", "GET"),
+            path=groups[0] if groups else uri,
+            query=_parse_query(request),
+            body=request.get("body") or b"",
+            headers={str(k).lower(): str(v) for k, v in (request.get("headers") or {}).items()},
+        )
+        try:
+            response = handler(api_request)
+        except ApiError as exc:
+            response = ApiResponse(exc.status, {"error": exc.message})
+        except Exception as exc:
+            # The traceback goes to Orthanc's log only; PIXL exceptions never
+            # carry identifying values, and the client sees the type alone.
+            logger.error("unhandled error in %s /pixl/%s:\n%s", api_request.method,
+                         api_request.path, traceback.format_exc())
+            response = ApiResponse(500, {"error": f"internal error ({type(exc).__name__}); see the server log"})
+        _answer(output, response)
+
+    return callback
+
+
+def _answer(output: Any, response: ApiResponse) -> None:
+    body = response.body()
+    if response.status == 200:
+        output.AnswerBuffer(body, response.content_type)
+    else:
+        # Plugin 4.0 takes the body of an error answer as str (UTF-8 encoded by
+        # the SDK) plus its length; our JSON is ASCII, so both lengths agree.
+        output.SendHttpStatus(response.status, body.decode("ascii"), len(body))
+
+
+def health(settings: Settings, service: str) -> dict[str, Any]:
+    """The health answer: version, database reachability and schema version."""
+    answer: dict[str, Any] = {"service": service, "version": pixl_version()}
+    try:
+        with db.connect(settings) as conn:
+            answer["schema_version"] = db.schema_version(conn)
+        answer["database"] = "ok"
+    except Exception as exc:
+        answer["database"] = f"unreachable ({type(exc).__name__})"
+        answer["schema_version"] = None
+    answer["healthy"] = answer["database"] == "ok" and bool(answer["schema_version"])
+    return answer
+
+
+def migrate_with_retry(settings: Settings, attempts: int = 30, delay: float = 1.0) -> int:
+    """Apply the schema migrations, waiting for the database to come up first."""
+    import time
+
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            with db.connect(settings) as conn:
+                return db.migrate(conn)
+        except Exception as exc:  # connection refused while PostgreSQL starts
+            last = exc
+            time.sleep(delay)
+    raise RuntimeError(f"cannot migrate the PIXL database: {type(last).__name__}: {last}")
+
+
+class PluginService(Protocol):
+    def handle(self, request: ApiRequest) -> ApiResponse: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def install(sdk: Any, make_service: Callable[[Settings, EmbeddedOrthanc], PluginService]) -> PluginService:
+    """Wire a plugin's service into Orthanc: logging, schema, REST routes, lifecycle."""
+    configure_logging(sdk)
+    settings = load_settings()
+    migrate_with_retry(settings)
+    service = make_service(settings, EmbeddedOrthanc(sdk))
+    sdk.RegisterRestCallback("/pixl/(.*)", make_rest_callback(sdk, service.handle))
+
+    def on_change(change_type: int, level: int, resource_id: str) -> None:
+        if change_type == sdk.ChangeType.ORTHANC_STARTED:
+            service.start()
+        elif change_type == sdk.ChangeType.ORTHANC_STOPPED:
+            service.stop()
+
+    sdk.RegisterOnChangeCallback(on_change)
+    return service

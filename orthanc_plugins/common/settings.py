@@ -1,0 +1,156 @@
+"""PIXL settings, read from the environment.
+
+Every process of PIXL (the stack command, both Orthanc plugins, the TUI, the
+tests) takes its configuration from environment variables, so that one `.env`
+file (or the compose file's `env_file`) configures everything. The names and
+defaults are documented in `.env.example`; this module is their one reader.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class OrthancNode:
+    """One Orthanc server of the stack: where it listens and who it is."""
+
+    name: str
+    aet: str
+    http_port: int
+    dicom_port: int
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path
+    pg_host: str
+    pg_port: int
+    pg_user: str
+    pg_password: str
+    pg_database: str
+    orthanc_username: str
+    orthanc_password: str
+    raw: OrthancNode
+    anon: OrthancNode
+    vna: OrthancNode
+    dicomweb_destination: OrthancNode
+    ftps_port: int
+    raw_max_storage_mb: int
+    max_transfers_in_flight: int
+    studies_per_second: float
+    projects_dir: Path
+    tag_rules_dir: Path
+    export_root: Path
+    secrets_backend: str
+    secrets_file: Path
+    instance_name: str = field(default="")
+    # raw's work queue (orthanc_plugins/raw): a second archive asked only when
+    # the primary lacks a study ("" = none), how long a claimed job is held
+    # before another instance may take it back, and retry/backoff limits.
+    secondary_vna_modality: str = field(default="")
+    job_lease_seconds: float = field(default=60.0)
+    retry_base_seconds: float = field(default=5.0)
+    retry_max_seconds: float = field(default=600.0)
+    max_attempts: int = field(default=8)
+    move_timeout_seconds: float = field(default=900.0)
+
+    @property
+    def pg_conninfo(self) -> str:
+        return (
+            f"host={self.pg_host} port={self.pg_port} dbname={self.pg_database} "
+            f"user={self.pg_user} password={self.pg_password}"
+        )
+
+    @property
+    def orthanc_auth(self) -> tuple[str, str]:
+        return (self.orthanc_username, self.orthanc_password)
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment (see `.env.example`)."""
+    state_dir = Path(_env("PIXL_STATE_DIR", str(REPO_ROOT / ".state"))).resolve()
+    port_base = _env_int("PIXL_PORT_BASE", 58000)
+    return Settings(
+        state_dir=state_dir,
+        pg_host=_env("PIXL_DB_HOST", "127.0.0.1"),
+        pg_port=_env_int("PIXL_DB_PORT", port_base + 432),
+        pg_user=_env("PIXL_DB_USER", "pixl"),
+        pg_password=_env("PIXL_DB_PASSWORD", "pixl-dev-password"),
+        pg_database=_env("PIXL_DB_NAME", "pixl"),
+        orthanc_username=_env("ORTHANC_USERNAME", "pixl"),
+        orthanc_password=_env("ORTHANC_PASSWORD", "pixl-dev-password"),
+        raw=OrthancNode(
+            name="raw",
+            aet=_env("ORTHANC_RAW_AE_TITLE", "PIXLRAW"),
+            http_port=_env_int("ORTHANC_RAW_HTTP_PORT", port_base + 42),
+            dicom_port=_env_int("ORTHANC_RAW_DICOM_PORT", port_base + 242),
+            host=_env("ORTHANC_RAW_HOST", "127.0.0.1"),
+        ),
+        anon=OrthancNode(
+            name="anon",
+            aet=_env("ORTHANC_ANON_AE_TITLE", "PIXLANON"),
+            http_port=_env_int("ORTHANC_ANON_HTTP_PORT", port_base + 43),
+            dicom_port=_env_int("ORTHANC_ANON_DICOM_PORT", port_base + 243),
+            host=_env("ORTHANC_ANON_HOST", "127.0.0.1"),
+        ),
+        vna=OrthancNode(
+            name="vna",
+            aet=_env("VNA_AE_TITLE", "DEVVNA"),
+            http_port=_env_int("VNA_HTTP_PORT", port_base + 44),
+            dicom_port=_env_int("VNA_DICOM_PORT", port_base + 244),
+            host=_env("VNA_HOST", "127.0.0.1"),
+        ),
+        dicomweb_destination=OrthancNode(
+            name="dicomweb",
+            aet=_env("DICOMWEB_DEST_AE_TITLE", "DICOMWEBDEST"),
+            http_port=_env_int("DICOMWEB_DEST_HTTP_PORT", port_base + 45),
+            dicom_port=_env_int("DICOMWEB_DEST_DICOM_PORT", port_base + 245),
+        ),
+        ftps_port=_env_int("FTPS_PORT", port_base + 21),
+        raw_max_storage_mb=_env_int("ORTHANC_RAW_MAXIMUM_STORAGE_MB", 10240),
+        max_transfers_in_flight=_env_int("PIXL_MAX_TRANSFERS_IN_FLIGHT", 5),
+        studies_per_second=_env_float("PIXL_STUDIES_PER_SECOND", 5.0),
+        projects_dir=Path(_env("PIXL_PROJECTS_DIR", str(REPO_ROOT / "projects"))),
+        tag_rules_dir=Path(_env("PIXL_TAG_RULES_DIR", str(REPO_ROOT / "tag_rules"))),
+        export_root=Path(_env("PIXL_EXPORT_ROOT", str(state_dir / "exports"))),
+        secrets_backend=_env("PIXL_SECRETS_BACKEND", "file"),
+        secrets_file=Path(_env("PIXL_SECRETS_FILE", str(state_dir / "secrets" / "secrets.json"))),
+        instance_name=_env("PIXL_INSTANCE_NAME", ""),
+        secondary_vna_modality=_env("PIXL_SECONDARY_VNA_MODALITY", ""),
+        job_lease_seconds=_env_float("PIXL_JOB_LEASE_SECONDS", 60.0),
+        retry_base_seconds=_env_float("PIXL_RETRY_BASE_SECONDS", 5.0),
+        retry_max_seconds=_env_float("PIXL_RETRY_MAX_SECONDS", 600.0),
+        max_attempts=_env_int("PIXL_MAX_ATTEMPTS", 8),
+        move_timeout_seconds=_env_float("PIXL_MOVE_TIMEOUT_SECONDS", 900.0),
+    )

@@ -1,0 +1,199 @@
+"""The native PIXL stack: PostgreSQL and the Orthanc servers as plain processes.
+
+`Stack.up()` starts what is not running and returns once every server answers
+and both plugins report healthy; `down()` stops everything by recorded PID;
+`status()` tells what runs and what crashed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from orthanc_plugins.common.settings import OrthancNode, Settings
+from pixl_stack.postgres import PostgresCluster
+from pixl_stack.processes import ManagedProcess, StackError, port_open, wait_until
+from pixl_stack.render import orthanc_index_database, render_config
+
+ORTHANC_BINARY = os.environ.get("PIXL_ORTHANC_BINARY", "/usr/sbin/Orthanc")
+START_TIMEOUT = 90.0
+
+
+@dataclass(frozen=True)
+class OrthancServer:
+    node: OrthancNode
+    template: str
+    has_pixl_plugin: bool
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    name: str
+    state: str  # "running", "stopped" or "crashed"
+    pid: int | None
+    detail: str
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The environment that makes every child process read these same settings."""
+    return {
+        "PIXL_STATE_DIR": str(settings.state_dir),
+        "PIXL_DB_HOST": settings.pg_host,
+        "PIXL_DB_PORT": str(settings.pg_port),
+        "PIXL_DB_USER": settings.pg_user,
+        "PIXL_DB_PASSWORD": settings.pg_password,
+        "PIXL_DB_NAME": settings.pg_database,
+        "ORTHANC_USERNAME": settings.orthanc_username,
+        "ORTHANC_PASSWORD": settings.orthanc_password,
+        "ORTHANC_RAW_AE_TITLE": settings.raw.aet,
+        "ORTHANC_RAW_HTTP_PORT": str(settings.raw.http_port),
+        "ORTHANC_RAW_DICOM_PORT": str(settings.raw.dicom_port),
+        "ORTHANC_RAW_HOST": settings.raw.host,
+        "ORTHANC_ANON_AE_TITLE": settings.anon.aet,
+        "ORTHANC_ANON_HTTP_PORT": str(settings.anon.http_port),
+        "ORTHANC_ANON_DICOM_PORT": str(settings.anon.dicom_port),
+        "ORTHANC_ANON_HOST": settings.anon.host,
+        "VNA_AE_TITLE": settings.vna.aet,
+        "VNA_HTTP_PORT": str(settings.vna.http_port),
+        "VNA_DICOM_PORT": str(settings.vna.dicom_port),
+        "VNA_HOST": settings.vna.host,
+        "DICOMWEB_DEST_HTTP_PORT": str(settings.dicomweb_destination.http_port),
+        "DICOMWEB_DEST_DICOM_PORT": str(settings.dicomweb_destination.dicom_port),
+        "FTPS_PORT": str(settings.ftps_port),
+        "ORTHANC_RAW_MAXIMUM_STORAGE_MB": str(settings.raw_max_storage_mb),
+        "PIXL_MAX_TRANSFERS_IN_FLIGHT": str(settings.max_transfers_in_flight),
+        "PIXL_STUDIES_PER_SECOND": str(settings.studies_per_second),
+        "PIXL_PROJECTS_DIR": str(settings.projects_dir),
+        "PIXL_TAG_RULES_DIR": str(settings.tag_rules_dir),
+        "PIXL_EXPORT_ROOT": str(settings.export_root),
+        "PIXL_SECRETS_BACKEND": settings.secrets_backend,
+        "PIXL_SECRETS_FILE": str(settings.secrets_file),
+        "PIXL_INSTANCE_NAME": settings.instance_name,
+    }
+
+
+class Stack:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.state_dir = settings.state_dir
+        self.run_dir = self.state_dir / "run"
+        self.log_dir = self.state_dir / "logs"
+        self.postgres = PostgresCluster(self.state_dir / "pg", settings.pg_port)
+        self.servers = [
+            OrthancServer(settings.vna, "vna", has_pixl_plugin=False),
+            OrthancServer(settings.raw, "raw", has_pixl_plugin=True),
+            OrthancServer(settings.anon, "anon", has_pixl_plugin=True),
+            OrthancServer(settings.dicomweb_destination, "dicomweb", has_pixl_plugin=False),
+        ]
+
+    # -- lifecycle -------------------------------------------------------
+
+    def up(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.postgres.start()
+        self.postgres.ensure_role_and_database(
+            self.settings.pg_user, self.settings.pg_password, self.settings.pg_database
+        )
+        for server in self.servers:
+            if server.template == "raw":
+                self.postgres.ensure_role_and_database(
+                    self.settings.pg_user, self.settings.pg_password,
+                    orthanc_index_database(self.settings, server.node),
+                )
+        for server in self.servers:
+            self._start_orthanc(server)
+        for server in self.servers:
+            self._wait_ready(server)
+
+    def down(self) -> None:
+        for server in reversed(self.servers):
+            self._process(server.node.name).stop()
+        self.postgres.stop()
+        ports = [p for s in self.servers for p in (s.node.http_port, s.node.dicom_port)]
+        wait_until(
+            lambda: not any(port_open(p) for p in [*ports, self.settings.pg_port]),
+            30, "every port of the stack to close",
+        )
+
+    def status(self) -> list[ServerStatus]:
+        statuses = [self._postgres_status()]
+        for server in self.servers:
+            process = self._process(server.node.name)
+            pid = process.pid()
+            if process.is_running():
+                statuses.append(ServerStatus(server.node.name, "running", pid, server.node.url))
+            elif pid is not None:
+                statuses.append(ServerStatus(
+                    server.node.name, "crashed", pid, f"process {pid} is gone; see {process.log_file}"
+                ))
+            else:
+                statuses.append(ServerStatus(server.node.name, "stopped", None, ""))
+        return statuses
+
+    # -- internals -------------------------------------------------------
+
+    def _process(self, name: str) -> ManagedProcess:
+        return ManagedProcess(name, self.run_dir, self.log_dir)
+
+    def _postgres_status(self) -> ServerStatus:
+        pid = self.postgres.pid()
+        if self.postgres.running():
+            return ServerStatus("postgres", "running", pid, f"127.0.0.1:{self.settings.pg_port}")
+        if pid is not None:
+            return ServerStatus("postgres", "crashed", pid, f"see {self.postgres.log_file}")
+        return ServerStatus("postgres", "stopped", None, "")
+
+    def child_environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(settings_environment(self.settings))
+        env["TCP_NODELAY"] = "1"  # without it every DIMSE round trip waits ~50 ms
+        env["PIXL_SITE_PACKAGES"] = sysconfig.get_paths()["purelib"]
+        return env
+
+    def _start_orthanc(self, server: OrthancServer) -> None:
+        process = self._process(server.node.name)
+        if process.is_running():
+            return
+        for port in (server.node.http_port, server.node.dicom_port):
+            if port_open(port):
+                raise StackError(
+                    f"port {port} for {server.node.name} is taken by another process; "
+                    "change it in .env (PIXL_PORT_BASE or the server's own port variable)"
+                )
+        storage = self.state_dir / "storage" / server.node.name
+        storage.mkdir(parents=True, exist_ok=True)
+        config = render_config(server.template, self.settings, server.node, storage)
+        config_file = self.state_dir / "config" / f"{server.node.name}.json"
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(json.dumps(config, indent=2))
+        config_file.chmod(0o600)  # it holds credentials
+        process.start(
+            [ORTHANC_BINARY, f"--logfile={process.log_file}", str(config_file)],
+            self.child_environment(),
+        )
+
+    def _wait_ready(self, server: OrthancServer) -> None:
+        process = self._process(server.node.name)
+        auth = self.settings.orthanc_auth
+
+        def answers() -> bool:
+            if not process.is_running():
+                raise StackError(
+                    f"{server.node.name} exited during start; see {process.log_file}"
+                    f" and {self.log_dir / (server.node.name + '.out')}"
+                )
+            try:
+                uri = "/pixl/health" if server.has_pixl_plugin else "/system"
+                response = requests.get(server.node.url + uri, auth=auth, timeout=2)
+            except requests.RequestException:
+                return False
+            if response.status_code != 200:
+                return False
+            return not server.has_pixl_plugin or bool(response.json().get("healthy"))
+
+        wait_until(answers, START_TIMEOUT, f"{server.node.name} to answer and report healthy")
