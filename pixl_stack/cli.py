@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from orthanc_plugins.common.settings import load_settings
+from orthanc_plugins.common.settings import load_env_file, load_settings
 from pixl_stack.processes import StackError
 from pixl_stack.stack import Stack
 
@@ -17,10 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("down", help="stop every server by its recorded PID")
     commands.add_parser("status", help="show what runs; exit 1 if anything crashed")
     logs = commands.add_parser("logs", help="print the end of a server's log")
-    logs.add_argument("server", choices=["postgres", "vna", "raw", "anon", "dicomweb"])
+    logs.add_argument("server", choices=["postgres", "vna", "raw", "anon", "dicomweb", "ftps"])
     logs.add_argument("-n", "--lines", type=int, default=50)
     args = parser.parse_args(argv)
 
+    load_env_file()
     stack = Stack(load_settings())
     try:
         if args.command == "up":
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if _print_status(stack) else 0
         elif args.command == "logs":
             log = stack.postgres.log_file if args.server == "postgres" else stack.log_dir / f"{args.server}.log"
+            if not log.exists():  # servers that log to their standard output (ftps)
+                log = log.with_suffix(".out")
             lines = log.read_text(errors="replace").splitlines() if log.exists() else []
             print("\n".join(lines[-args.lines:]))
     except StackError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import requests
 
 from orthanc_plugins.common.settings import OrthancNode, Settings
+from pixl_stack.ftps_server import make_self_signed_cert
 from pixl_stack.postgres import PostgresCluster
 from pixl_stack.processes import ManagedProcess, StackError, port_open, wait_until
 from pixl_stack.render import orthanc_index_database, render_config
@@ -65,6 +67,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "DICOMWEB_DEST_HTTP_PORT": str(settings.dicomweb_destination.http_port),
         "DICOMWEB_DEST_DICOM_PORT": str(settings.dicomweb_destination.dicom_port),
         "FTPS_PORT": str(settings.ftps_port),
+        "FTPS_USERNAME": settings.ftps_username,
+        "FTPS_PASSWORD": settings.ftps_password,
         "ORTHANC_RAW_MAXIMUM_STORAGE_MB": str(settings.raw_max_storage_mb),
         "PIXL_MAX_TRANSFERS_IN_FLIGHT": str(settings.max_transfers_in_flight),
         "PIXL_STUDIES_PER_SECOND": str(settings.studies_per_second),
@@ -107,14 +111,18 @@ class Stack:
                 )
         for server in self.servers:
             self._start_orthanc(server)
+        self._start_ftps()
         for server in self.servers:
             self._wait_ready(server)
+        wait_until(lambda: port_open(self.settings.ftps_port), START_TIMEOUT, "the FTPS server")
 
     def down(self) -> None:
+        self._process("ftps").stop()
         for server in reversed(self.servers):
             self._process(server.node.name).stop()
         self.postgres.stop()
         ports = [p for s in self.servers for p in (s.node.http_port, s.node.dicom_port)]
+        ports.append(self.settings.ftps_port)
         wait_until(
             lambda: not any(port_open(p) for p in [*ports, self.settings.pg_port]),
             30, "every port of the stack to close",
@@ -123,22 +131,23 @@ class Stack:
     def status(self) -> list[ServerStatus]:
         statuses = [self._postgres_status()]
         for server in self.servers:
-            process = self._process(server.node.name)
-            pid = process.pid()
-            if process.is_running():
-                statuses.append(ServerStatus(server.node.name, "running", pid, server.node.url))
-            elif pid is not None:
-                statuses.append(ServerStatus(
-                    server.node.name, "crashed", pid, f"process {pid} is gone; see {process.log_file}"
-                ))
-            else:
-                statuses.append(ServerStatus(server.node.name, "stopped", None, ""))
+            statuses.append(self._process_status(server.node.name, server.node.url))
+        statuses.append(self._process_status("ftps", f"ftps://127.0.0.1:{self.settings.ftps_port}"))
         return statuses
 
     # -- internals -------------------------------------------------------
 
     def _process(self, name: str) -> ManagedProcess:
         return ManagedProcess(name, self.run_dir, self.log_dir)
+
+    def _process_status(self, name: str, where: str) -> ServerStatus:
+        process = self._process(name)
+        pid = process.pid()
+        if process.is_running():
+            return ServerStatus(name, "running", pid, where)
+        if pid is not None:
+            return ServerStatus(name, "crashed", pid, f"process {pid} is gone; see {process.log_file}")
+        return ServerStatus(name, "stopped", None, "")
 
     def _postgres_status(self) -> ServerStatus:
         pid = self.postgres.pid()
@@ -174,6 +183,37 @@ class Stack:
         config_file.chmod(0o600)  # it holds credentials
         process.start(
             [ORTHANC_BINARY, f"--logfile={process.log_file}", str(config_file)],
+            self.child_environment(),
+        )
+
+    @property
+    def ftps_root(self) -> Path:
+        return self.state_dir / "ftps" / "root"
+
+    @property
+    def ftps_certificate(self) -> Path:
+        return self.state_dir / "ftps" / "cert.pem"
+
+    def _start_ftps(self) -> None:
+        """The development FTPS server (a destination for the demo, never deployed)."""
+        process = self._process("ftps")
+        if process.is_running():
+            return
+        if port_open(self.settings.ftps_port):
+            raise StackError(f"port {self.settings.ftps_port} for ftps is taken; set FTPS_PORT")
+        folder = self.ftps_root.parent
+        self.ftps_root.mkdir(parents=True, exist_ok=True)
+        key = folder / "key.pem"
+        if not self.ftps_certificate.exists():
+            make_self_signed_cert(self.ftps_certificate, key)
+        password_file = folder / "password"
+        password_file.write_text(self.settings.ftps_password + "\n")
+        password_file.chmod(0o600)
+        process.start(
+            [sys.executable, "-m", "pixl_stack.ftps_server", "--host", "127.0.0.1",
+             "--port", str(self.settings.ftps_port), "--root", str(self.ftps_root),
+             "--user", self.settings.ftps_username, "--password-file", str(password_file),
+             "--certfile", str(self.ftps_certificate), "--keyfile", str(key)],
             self.child_environment(),
         )
 

@@ -22,15 +22,47 @@ FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / 
 _STATE_DIR = Path(tempfile.mkdtemp(prefix="pixl-test-"))
 _STATE_DIR.chmod(0o755)  # PostgreSQL runs as 'postgres' and must traverse it
 os.environ["PIXL_STATE_DIR"] = str(_STATE_DIR)
-os.environ.setdefault("PIXL_PORT_BASE", "61000")
+
+
+def _free_port_base() -> int:
+    """A port range of our own: test sessions may run side by side on one machine.
+
+    A base B holds three windows of 1000 ports: B for the session's stack,
+    B+1000 and B+2000 for the stacks that single tests start (see
+    `extra_stack_settings`); each window uses offsets 21..445.
+    """
+    import socket
+
+    def free(port: int) -> bool:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+            return True
+
+    offsets = (21, 42, 43, 44, 45, 242, 243, 244, 245, 432)
+    first = 20000 + 3000 * (os.getpid() % 14)
+    for base in [*range(first, 62000, 3000), *range(20000, first, 3000)]:
+        if all(free(base + window + o) for window in (0, 1000, 2000) for o in offsets):
+            return base
+    raise RuntimeError("no free port range for the test stack")
+
+
+os.environ.setdefault("PIXL_PORT_BASE", str(_free_port_base()))
 os.environ["PIXL_PROJECTS_DIR"] = str(FIXTURES / "project-configs")
 os.environ["PIXL_TAG_RULES_DIR"] = str(FIXTURES / "project-configs" / "tag-operations")
+# raw's queue timings, short so that tests of crashes and outages take seconds (raw tests).
+os.environ.setdefault("PIXL_JOB_LEASE_SECONDS", "4")
+os.environ.setdefault("PIXL_RETRY_BASE_SECONDS", "0.5")
+os.environ.setdefault("PIXL_RETRY_MAX_SECONDS", "2")
+os.environ.setdefault("PIXL_MAX_ATTEMPTS", "30")
 
-from orthanc_plugins.common import db as pixl_db  # noqa: E402
-from orthanc_plugins.common.orthanc_api import HttpOrthanc  # noqa: E402
-from orthanc_plugins.common.settings import Settings, load_settings  # noqa: E402
-from pixl_stack.postgres import PostgresCluster  # noqa: E402
-from pixl_stack.stack import Stack  # noqa: E402
+from orthanc_plugins.common import db as pixl_db
+from orthanc_plugins.common.orthanc_api import HttpOrthanc
+from orthanc_plugins.common.settings import Settings, load_settings
+from pixl_stack.postgres import PostgresCluster
+from pixl_stack.stack import Stack
 
 _database_numbers = itertools.count(1)
 
@@ -83,6 +115,28 @@ def db(pixl_settings: Settings):
         yield conn
 
 
+def _extra_stack_settings(base: Settings, window: int, state_dir: Path, **changes) -> Settings:
+    port_base = int(os.environ["PIXL_PORT_BASE"]) + 1000 * window
+
+    def moved(node, offset):
+        return dataclasses.replace(node, http_port=port_base + offset, dicom_port=port_base + 200 + offset)
+
+    return dataclasses.replace(
+        base, state_dir=state_dir, pg_port=port_base + 432,
+        raw=moved(base.raw, 42), anon=moved(base.anon, 43), vna=moved(base.vna, 44),
+        dicomweb_destination=moved(base.dicomweb_destination, 45),
+        ftps_port=port_base + 21, export_root=state_dir / "exports",
+        secrets_file=state_dir / "secrets" / "secrets.json", **changes,
+    )
+
+
+@pytest.fixture(scope="session")
+def extra_stack_settings():
+    """`make(base, window, state_dir, **changes)`: settings of a second stack in port
+    window 1 or 2 of the session's range, with its state under `state_dir`."""
+    return _extra_stack_settings
+
+
 @dataclasses.dataclass
 class RunningStack:
     stack: Stack
@@ -97,7 +151,11 @@ class RunningStack:
 def stack(postgres: PostgresCluster, base_settings: Settings):
     """The whole native stack, up for the session, down (by PID) at its end."""
     native = Stack(base_settings)
-    native.up()
+    try:
+        native.up()
+    except BaseException:
+        native.down()  # nothing half-started outlives the session
+        raise
     auth = base_settings.orthanc_auth
     yield RunningStack(
         stack=native,
@@ -111,4 +169,7 @@ def stack(postgres: PostgresCluster, base_settings: Settings):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_STATE_DIR, ignore_errors=True)
+    if exitstatus == 0:
+        shutil.rmtree(_STATE_DIR, ignore_errors=True)
+    else:  # keep the servers' logs for whoever reads the failure
+        print(f"\nPIXL test state (logs of every server) kept in {_STATE_DIR}")

@@ -105,11 +105,10 @@ def test_migrations_are_idempotent_and_safe_when_two_plugins_start_together(post
         assert pixl_db.migrate(conn) == latest
 
 
-def test_status_reports_a_crash_and_down_leaves_nothing_behind(base_settings):
+def test_status_reports_a_crash_and_down_leaves_nothing_behind(base_settings, extra_stack_settings):
     # Under the session's state dir: PostgreSQL (user 'postgres') must traverse it.
     state = base_settings.state_dir / "lifecycle"
-    port_base = int(os.environ["PIXL_PORT_BASE"]) + 1000
-    settings = _settings_on_port_base(base_settings, state, port_base)
+    settings = extra_stack_settings(base_settings, 1, state)
     stack = Stack(settings)
     try:
         stack.up()
@@ -130,13 +129,10 @@ def test_status_reports_a_crash_and_down_leaves_nothing_behind(base_settings):
     assert all(s.state == "stopped" for s in stack.status())
 
 
-def _settings_on_port_base(base, state_dir, port_base):
-    def moved(node, offset):
-        return dataclasses.replace(node, http_port=port_base + offset, dicom_port=port_base + 200 + offset)
-
-    return dataclasses.replace(
-        base, state_dir=state_dir, pg_port=port_base + 432,
-        raw=moved(base.raw, 42), anon=moved(base.anon, 43), vna=moved(base.vna, 44),
-        dicomweb_destination=moved(base.dicomweb_destination, 45),
-        ftps_port=port_base + 21,
-    )
+def test_the_web_ui_of_raw_and_anon_shows_the_pixl_panel(stack):
+    for node in (stack.settings.raw, stack.settings.anon):
+        explorer = requests.get(node.url + "/app/explorer.html", auth=stack.settings.orthanc_auth, timeout=5)
+        assert explorer.status_code == 200
+        extension = requests.get(node.url + "/plugins/explorer.js", auth=stack.settings.orthanc_auth, timeout=5)
+        assert "pixl-panel" in extension.text
+        assert "../pixl/health" in extension.text

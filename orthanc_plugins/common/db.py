@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
+
 import psycopg
 
 from orthanc_plugins.common.settings import Settings

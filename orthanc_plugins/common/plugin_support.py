@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from orthanc_plugins.common import db
@@ -92,7 +94,7 @@ class ApiRequest:
             return {}
         try:
             return json.loads(self.body)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise ApiError(400, f"the request body is not valid JSON: {exc.msg}") from exc
 
 
@@ -121,11 +123,25 @@ class ApiError(Exception):
 Handler = Callable[[ApiRequest], ApiResponse]
 
 
+QUERY_HEADER_PREFIX = "x-pixl-"
+
+
 def _parse_query(request: dict[str, Any]) -> dict[str, str]:
+    """The request's parameters: the query string, and `X-PIXL-<Name>` headers.
+
+    Orthanc 1.10 passes the query string of GET requests only, so POST and PUT
+    parameters travel as headers (`X-PIXL-Dry-Run: 1` is `dry_run=1`).
+    """
     query = request.get("get") or {}
     if isinstance(query, dict):
-        return {str(k): str(v) for k, v in query.items()}
-    return {k: v[-1] for k, v in parse_qs(str(query)).items()}
+        params = {str(k): str(v) for k, v in query.items()}
+    else:
+        params = {k: v[-1] for k, v in parse_qs(str(query)).items()}
+    for name, value in (request.get("headers") or {}).items():
+        name = str(name).lower()
+        if name.startswith(QUERY_HEADER_PREFIX):
+            params.setdefault(name[len(QUERY_HEADER_PREFIX):].replace("-", "_"), str(value))
+    return params
 
 
 def make_rest_callback(sdk: Any, handler: Handler) -> Callable[..., None]:
@@ -157,7 +173,7 @@ def make_rest_callback(sdk: Any, handler: Handler) -> Callable[..., None]:
 
 def _answer(output: Any, response: ApiResponse) -> None:
     body = response.body()
-    if response.status == 200:
+    if 200 <= response.status < 300:
         output.AnswerBuffer(body, response.content_type)
     else:
         # Plugin 4.0 takes the body of an error answer as str (UTF-8 encoded by
@@ -202,6 +218,11 @@ class PluginService(Protocol):
     def stop(self) -> None: ...
 
 
+def explorer_extension() -> str:
+    """The JavaScript of PIXL's panel in Orthanc Explorer (the web UI)."""
+    return (resources.files("orthanc_plugins.common") / "explorer.js").read_text(encoding="utf-8")
+
+
 def install(sdk: Any, make_service: Callable[[Settings, EmbeddedOrthanc], PluginService]) -> PluginService:
     """Wire a plugin's service into Orthanc: logging, schema, REST routes, lifecycle."""
     configure_logging(sdk)
@@ -209,6 +230,7 @@ def install(sdk: Any, make_service: Callable[[Settings, EmbeddedOrthanc], Plugin
     migrate_with_retry(settings)
     service = make_service(settings, EmbeddedOrthanc(sdk))
     sdk.RegisterRestCallback("/pixl/(.*)", make_rest_callback(sdk, service.handle))
+    sdk.ExtendOrthancExplorer(explorer_extension())
 
     def on_change(change_type: int, level: int, resource_id: str) -> None:
         if change_type == sdk.ChangeType.ORTHANC_STARTED:

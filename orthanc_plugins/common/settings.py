@@ -66,6 +66,8 @@ class Settings:
     vna: OrthancNode
     dicomweb_destination: OrthancNode
     ftps_port: int
+    ftps_username: str
+    ftps_password: str
     raw_max_storage_mb: int
     max_transfers_in_flight: int
     studies_per_second: float
@@ -95,6 +97,25 @@ class Settings:
     @property
     def orthanc_auth(self) -> tuple[str, str]:
         return (self.orthanc_username, self.orthanc_password)
+
+
+def load_env_file(path: Path | None = None) -> None:
+    """Put the `KEY=value` lines of a `.env` file into the environment.
+
+    Variables already set in the environment win, so a deployment can override
+    any line. Comments (`#`, also after a value) and blank lines are ignored.
+    """
+    path = path or Path(os.environ.get("PIXL_ENV_FILE", REPO_ROOT / ".env"))
+    if not path.is_file():
+        return
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"{path}:{number}: expected KEY=value")
+        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
 
 
 def load_settings() -> Settings:
@@ -138,6 +159,8 @@ def load_settings() -> Settings:
             dicom_port=_env_int("DICOMWEB_DEST_DICOM_PORT", port_base + 245),
         ),
         ftps_port=_env_int("FTPS_PORT", port_base + 21),
+        ftps_username=_env("FTPS_USERNAME", "pixl"),
+        ftps_password=_env("FTPS_PASSWORD", "pixl-dev-password"),
         raw_max_storage_mb=_env_int("ORTHANC_RAW_MAXIMUM_STORAGE_MB", 10240),
         max_transfers_in_flight=_env_int("PIXL_MAX_TRANSFERS_IN_FLIGHT", 5),
         studies_per_second=_env_float("PIXL_STUDIES_PER_SECOND", 5.0),

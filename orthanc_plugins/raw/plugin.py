@@ -9,13 +9,13 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parents[1]))
 
-from orthanc_plugins.common.bootstrap import add_virtualenv_to_path  # noqa: E402
+from orthanc_plugins.common.bootstrap import add_virtualenv_to_path
 
 add_virtualenv_to_path()
 
-import orthanc  # noqa: E402
+import orthanc
 
-from orthanc_plugins.common.plugin_support import install  # noqa: E402
-from orthanc_plugins.raw.service import RawService  # noqa: E402
+from orthanc_plugins.common.plugin_support import install
+from orthanc_plugins.raw.service import RawService
 
 service = install(orthanc, RawService)

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+from orthanc_plugins.common import db
 from orthanc_plugins.common.orthanc_api import OrthancApi
-from orthanc_plugins.common.plugin_support import ApiError, ApiRequest, ApiResponse, health
+from orthanc_plugins.common.plugin_support import ApiRequest, ApiResponse, health
 from orthanc_plugins.common.settings import Settings
+from orthanc_plugins.raw import api
+from orthanc_plugins.raw.worker import Worker
 
 
 class RawService:
     def __init__(self, settings: Settings, orthanc: OrthancApi):
         self.settings = settings
         self.orthanc = orthanc
+        self.api_context = api.ApiContext(settings, lambda: db.connect(settings, autocommit=True))
+        self.worker = Worker(settings, orthanc)
 
     def start(self) -> None:
         """Called once Orthanc has started: start the background workers."""
+        self.worker.start()
 
     def stop(self) -> None:
         """Called when Orthanc stops: stop the workers cleanly."""
+        self.worker.stop()
 
     def handle(self, request: ApiRequest) -> ApiResponse:
         if request.path == "health" and request.method == "GET":
             return ApiResponse(200, health(self.settings, "raw"))
-        raise ApiError(404, f"no route {request.method} /pixl/{request.path}")
+        return api.handle(self.api_context, request)

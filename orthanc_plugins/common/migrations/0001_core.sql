@@ -1,7 +1,7 @@
 -- PIXL core schema. Later migrations extend it; never edit a released one.
 -- Number ranges by area, so that work in parallel never collides:
 --   0001-0009 core, 0010-0019 raw (queue, throttling), 0020-0029 de-identification,
---   0030-0039 anon (dispatch, destinations, parquet export).
+--   0030-0039 destinations and parquet export, 0040-0049 the anon pipeline.
 
 CREATE TABLE extracts (
     id              bigserial PRIMARY KEY,

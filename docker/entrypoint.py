@@ -1,0 +1,68 @@
+"""Container entry point of the PIXL Orthanc image: `entrypoint.py raw|anon`.
+
+Renders this node's Orthanc configuration from the environment (the compose
+file's `env_file` plus its container addresses) with the same renderer as the
+native stack, makes sure the node's Orthanc index database exists, then
+replaces itself with Orthanc so that Orthanc is PID 1 and receives the
+container's stop signal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from orthanc_plugins.common.settings import Settings, load_settings
+from pixl_stack.render import render_config
+
+NODES = ("raw", "anon")
+CONFIG_PATH = Path("/etc/orthanc/orthanc.json")
+STORAGE_DIR = Path("/var/lib/orthanc/db")
+ORTHANC = "/usr/sbin/Orthanc"
+
+
+def render_node_config(
+    node: str, settings: Settings, out: Path, storage_dir: Path
+) -> dict[str, Any]:
+    """Write the Orthanc configuration of `node` to `out` (readable by its owner only)."""
+    if node not in NODES:
+        raise SystemExit(f"entrypoint: node must be one of {', '.join(NODES)}, got {node!r}")
+    config = render_config(node, settings, getattr(settings, node), storage_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The configuration holds the Orthanc and PostgreSQL passwords.
+    out.touch(mode=0o600, exist_ok=True)
+    out.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return config
+
+
+def ensure_index_database(settings: Settings, config: dict[str, Any]) -> None:
+    """Create the Orthanc PostgreSQL index database if the configuration uses one."""
+    index = config.get("PostgreSQL") or {}
+    if not index.get("EnableIndex"):
+        return
+    database = index["Database"]
+    with psycopg.connect(settings.pg_conninfo, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+
+def main(argv: list[str]) -> None:
+    node = argv[1] if len(argv) > 1 else ""
+    settings = load_settings()
+    config = render_node_config(node, settings, CONFIG_PATH, STORAGE_DIR)
+    ensure_index_database(settings, config)
+    print(f"entrypoint: starting Orthanc as PIXL {node}", file=sys.stderr, flush=True)
+    os.execv(ORTHANC, [ORTHANC, str(CONFIG_PATH)])
+
+
+if __name__ == "__main__":
+    main(sys.argv)

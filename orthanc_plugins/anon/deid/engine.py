@@ -1,0 +1,537 @@
+"""The de-identification engine: one instance in, a kept (de-identified) instance or a
+dropped/quarantined verdict out.
+
+`deidentify_instance` runs, in order: the project's filters, ultrasound
+masking, the burned-in text check, the allow-list tag rules (one walk over the
+dataset, at every depth), the de-identification record (PS3.15 codes), a new
+file meta, and the PHI leak guard. Rules are compiled once per project
+(`compile_project`); elements that are kept unchanged stay as pydicom read
+them (raw bytes), which is what makes the walk cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom._uid_dict import UID_dictionary
+from pydicom.datadict import DicomDictionary
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from orthanc_plugins.anon.deid import filters
+from orthanc_plugins.anon.deid.dates import shift_values
+from orthanc_plugins.anon.deid.image_ops import (
+    ImageOperations,
+    MaskingError,
+    load_image_operations,
+    mask_outside_regions,
+    ultrasound_regions,
+)
+from orthanc_plugins.anon.deid.leak_guard import (
+    IdentifierPattern,
+    dataset_encodings,
+    find_leaks,
+    source_identifiers,
+)
+from orthanc_plugins.anon.deid.pseudonyms import Pseudonymizer
+from orthanc_plugins.anon.deid.tag_rules import (
+    DATE_SHIFT,
+    DATE_VRS,
+    DELETE,
+    HASHABLE_VRS,
+    KEEP,
+    REPLACE,
+    SECURE_HASH,
+    CompiledTagRules,
+    TagRule,
+    compile_tag_rules,
+)
+from orthanc_plugins.common.projects import ProjectConfig, load_project_by_slug
+
+KEPT = "kept"
+DROPPED = "dropped"
+QUARANTINED = "quarantined"
+
+PATIENT_ID = 0x00100020
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
+SOP_INSTANCE_UID = 0x00080018
+SOP_CLASS_UID = 0x00080016
+SPECIFIC_CHARACTER_SET = 0x00080005
+
+# UIDs that name a class or a transfer syntax, never an instance: kept as they are.
+CLASS_UID_TAGS = frozenset(
+    tag for tag, entry in DicomDictionary.items()
+    if entry[0] == "UI" and ("Class" in entry[4] or "TransferSyntax" in entry[4])
+)
+
+# PS3.15 Table CID 7050 codes, added when the option was applied to the instance.
+BASIC_PROFILE = ("113100", "Basic Application Confidentiality Profile")
+CLEAN_PIXEL_DATA = ("113101", "Clean Pixel Data Option")
+RETAIN_FULL_DATES = ("113106", "Retain Longitudinal Temporal Information Full Dates Option")
+RETAIN_MODIFIED_DATES = ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
+RETAIN_PATIENT_CHARACTERISTICS = ("113108", "Retain Patient Characteristics Option")
+RETAIN_DEVICE_IDENTITY = ("113109", "Retain Device Identity Option")
+RETAIN_SAFE_PRIVATE = ("113111", "Retain Safe Private Option")
+RETAIN_INSTITUTION_IDENTITY = ("113112", "Retain Institution Identity Option")
+
+PATIENT_CHARACTERISTIC_TAGS = frozenset({
+    0x00100040, 0x00101010, 0x00101020, 0x00101022, 0x00101030, 0x00102160,
+    0x00102203, 0x001021A0, 0x001021C0,
+})
+DEVICE_IDENTITY_TAGS = frozenset({
+    0x00081010, 0x00181000, 0x00181002, 0x00181004, 0x00181005, 0x00181007,
+    0x00181008, 0x0018700A, 0x00181009,
+})
+INSTITUTION_TAGS = frozenset({0x00080080, 0x00080081, 0x00081040})
+
+# PS3.15 "D": a dummy value of the element's VR.
+DUMMY_VALUES: dict[str, Any] = {
+    "AE": "ANONYMOUS", "AS": "000Y", "CS": "ANONYMOUS", "DA": "00010101",
+    "DS": "0", "DT": "00010101000000.000000", "IS": "0", "LO": "ANONYMOUS",
+    "LT": "ANONYMOUS", "PN": "ANONYMOUS", "SH": "ANONYMOUS", "ST": "ANONYMOUS",
+    "TM": "000000.00", "UC": "ANONYMOUS", "UT": "ANONYMOUS", "UR": "",
+    "US": 0, "SS": 0, "UL": 0, "SL": 0, "FL": 0.0, "FD": 0.0,
+    "OB": b"\x00\x00", "OW": b"\x00\x00", "UN": b"\x00\x00",
+}
+_DUMMY_TEXTS = frozenset(v.lower() for v in DUMMY_VALUES.values() if isinstance(v, str) and v)
+MAX_LENGTH = {"AE": 16, "CS": 16, "LO": 64, "LT": 10240, "PN": 64, "SH": 16, "ST": 1024,
+              "UC": 10240, "UT": 10240}
+
+# An implementation class UID of our own (2.25 form, fixed), and its version name.
+IMPLEMENTATION_CLASS_UID = UID("2.25.190126440127185573125463416045151405345")
+IMPLEMENTATION_VERSION_NAME = "PIXL_DEID_1"
+
+_CHARSET_RULE = TagRule(SPECIFIC_CHARACTER_SET, KEEP, "always kept: needed to read text values")
+
+# audit(path of parent sequence tags, tag, action, why): an optional observer for reports.
+TagAudit = Callable[[tuple[int, ...], int, str, str], None]
+
+
+@dataclass(frozen=True)
+class CompiledProject:
+    config: ProjectConfig
+    tag_rules: CompiledTagRules
+    filters: filters.CompiledFilters
+    image_operations: ImageOperations
+
+    @property
+    def slug(self) -> str:
+        return self.config.slug
+
+
+def compile_project(config: ProjectConfig) -> CompiledProject:
+    """Everything per-project that the engine needs, validated and compiled once."""
+    return CompiledProject(
+        config=config,
+        tag_rules=compile_tag_rules(config.base_tag_files, config.manufacturer_override_files),
+        filters=filters.CompiledFilters.from_config(config),
+        image_operations=load_image_operations(config.deid_recipe_files),
+    )
+
+
+def load_compiled_project(slug: str, projects_dir: Path, tag_rules_dir: Path) -> CompiledProject:
+    return compile_project(load_project_by_slug(slug, Path(projects_dir), Path(tag_rules_dir)))
+
+
+@dataclass(frozen=True)
+class IdPair:
+    kind: str  # patient_id, study_uid, series_uid, sop_instance_uid (deid_id_map.kind)
+    id_old: str
+    id_new: str
+
+
+@dataclass(frozen=True)
+class DeidResult:
+    """What became of one instance. Only `status == "kept"` carries a dataset (and bytes,
+    when the input was bytes); `reason` says why anything else happened, without values."""
+
+    status: str
+    reason: str | None
+    pseudo_patient_id: str
+    study_uid: str  # new (pseudonymised) UIDs
+    series_uid: str
+    sop_instance_uid: str
+    modality: str
+    series_number: int | None
+    series_description: str
+    dataset: Dataset | None = None
+    data: bytes | None = None
+    id_pairs: tuple[IdPair, ...] = ()
+    option_codes: tuple[str, ...] = ()
+
+    @property
+    def kept(self) -> bool:
+        return self.status == KEPT
+
+
+def deidentify_instance(
+    source: Dataset | bytes,
+    project: CompiledProject,
+    key: bytes,
+    *,
+    audit: TagAudit | None = None,
+) -> DeidResult:
+    """De-identify one instance with the project's rules and secret key.
+
+    `source` is a DICOM file's bytes (the result then has `data`, the new
+    file's bytes) or a pydicom Dataset, which is modified in place.
+    """
+    as_bytes = not isinstance(source, Dataset)
+    ds: Dataset = source if isinstance(source, Dataset) else dcmread(BytesIO(source), force=True)
+    pseudonyms = Pseudonymizer(key, project.slug)
+    facts = filters.instance_facts(ds)
+    old_patient_id = str(ds.get("PatientID", "") or "").strip()
+    old_uids = {tag: _top_uid(ds, tag) for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID,
+                                                   SOP_INSTANCE_UID)}
+    new_uids = {tag: pseudonyms.uid(uid) if uid else "" for tag, uid in old_uids.items()}
+
+    def outcome(status: str, reason: str | None, **kept: Any) -> DeidResult:
+        return DeidResult(
+            status=status, reason=reason, pseudo_patient_id=pseudonyms.patient_id(old_patient_id),
+            study_uid=new_uids[STUDY_INSTANCE_UID], series_uid=new_uids[SERIES_INSTANCE_UID],
+            sop_instance_uid=new_uids[SOP_INSTANCE_UID], modality=facts.modality,
+            series_number=facts.series_number, series_description=facts.series_description,
+            **kept,
+        )
+
+    verdict = filters.select_instance(facts, project.filters)
+    if verdict is not None:
+        return outcome(_status_of(verdict), verdict.reason)
+
+    masked = False
+    if _wants_mask(project.image_operations, facts):
+        try:
+            mask_outside_regions(ds, ultrasound_regions(ds))
+        except MaskingError as exc:
+            return outcome(QUARANTINED, f"ultrasound masking failed: {exc}")
+        masked = True
+    verdict = filters.check_burned_in_text(facts, project.config, masked)
+    if verdict is not None:
+        return outcome(_status_of(verdict), verdict.reason)
+
+    # The identifiers are read before the rules remove them; the guard runs on the result.
+    identifiers = IdentifierPattern(source_identifiers(ds), dataset_encodings(ds), _DUMMY_TEXTS)
+    walk = _Walk(project.tag_rules.for_manufacturer(facts.manufacturer), pseudonyms,
+                 old_patient_id, audit)
+    apply_tag_rules(ds, walk)
+    codes = add_deidentification_record(ds, walk, project.slug, masked)
+    replace_file_meta(ds, new_uids[SOP_INSTANCE_UID])
+
+    leaks = find_leaks(ds, identifiers)
+    if leaks:
+        return outcome(QUARANTINED, "; ".join(leak.reason for leak in leaks))
+
+    pairs = [IdPair("patient_id", old_patient_id, pseudonyms.patient_id(old_patient_id))]
+    for kind, tag in (("study_uid", STUDY_INSTANCE_UID), ("series_uid", SERIES_INSTANCE_UID),
+                      ("sop_instance_uid", SOP_INSTANCE_UID)):
+        if old_uids[tag]:
+            pairs.append(IdPair(kind, old_uids[tag], new_uids[tag]))
+    return outcome(KEPT, None, dataset=ds, data=write_bytes(ds) if as_bytes else None,
+                   id_pairs=tuple(pairs), option_codes=codes)
+
+
+def write_bytes(ds: Dataset) -> bytes:
+    buffer = BytesIO()
+    dcmwrite(buffer, ds, write_like_original=False)
+    return buffer.getvalue()
+
+
+def _status_of(verdict: filters.Verdict) -> str:
+    return QUARANTINED if verdict.action == filters.QUARANTINE else DROPPED
+
+
+def _wants_mask(operations: ImageOperations, facts: filters.InstanceFacts) -> bool:
+    if not operations.mask_ultrasound_regions or not facts.has_ultrasound_regions:
+        return False
+    return not (operations.trust_burned_in_annotation_no and facts.burned_in_annotation == "NO")
+
+
+def _top_uid(ds: Dataset, tag: int) -> str:
+    elem = ds._dict.get(tag)
+    values = _text_values(elem) if elem is not None else []
+    return values[0] if values else ""
+
+
+# --- the walk -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Walk:
+    rules: dict[int, TagRule]
+    pseudonyms: Pseudonymizer
+    patient_id: str
+    audit: TagAudit | None
+    dates_shifted: bool = False
+    dates_kept: bool = False
+    private_kept: bool = False
+    _shift_days: int | None = field(default=None, repr=False)
+
+    @property
+    def shift_days(self) -> int:
+        if self._shift_days is None:
+            self._shift_days = self.pseudonyms.date_shift_days(self.patient_id)
+        return self._shift_days
+
+    def note(self, path: tuple[int, ...], tag: int, action: str, why: str) -> None:
+        if self.audit is not None:
+            self.audit(path, tag, action, why)
+
+
+def apply_tag_rules(ds: Dataset, walk: _Walk, path: tuple[int, ...] = ()) -> None:
+    """Apply the allow-list to one dataset level and, through sequences, to all below it."""
+    elements = ds._dict
+    rules = walk.rules
+    has_private = False
+    for tag in list(elements):
+        rule = rules.get(tag)
+        if rule is None and tag == SPECIFIC_CHARACTER_SET:
+            rule = _CHARSET_RULE
+        if rule is None or rule.op == DELETE:
+            del elements[tag]
+            walk.note(path, tag, "removed", "not in the allow-list" if rule is None
+                      else f"delete ({rule.source})")
+            continue
+        elem = elements[tag]
+        vr = elem.VR
+        if vr is None or (vr == "UN" and not tag >> 16 & 1):
+            elem = ds[tag]  # implicit VR or UN public tag: pydicom resolves the VR
+            vr = elem.VR
+        if tag >> 16 & 1:
+            has_private = True
+        if vr == "SQ":
+            _apply_to_sequence(ds, tag, rule, walk, path)
+        elif vr == "UI":
+            _remap_uids(ds, tag, elem, rule, walk, path)
+        elif rule.op == KEEP:
+            if vr in DATE_VRS:
+                walk.dates_kept = True
+            walk.note(path, tag, "kept", f"keep ({rule.source})")
+        else:
+            _transform(ds, tag, vr, rule, walk, path)
+    if has_private:
+        _drop_orphan_private_elements(ds, walk, path)
+
+
+def _apply_to_sequence(ds: Dataset, tag: BaseTag, rule: TagRule, walk: _Walk, path: tuple[int, ...]) -> None:
+    if rule.op == REPLACE:
+        ds._dict[tag] = DataElement(tag, "SQ", Sequence([]))
+        walk.note(path, tag, "emptied", f"replace ({rule.source})")
+        return
+    if rule.op != KEEP:
+        del ds._dict[tag]
+        walk.note(path, tag, "removed", f"{rule.op} does not apply to a sequence ({rule.source})")
+        return
+    # A kept sequence never shields its items: the same allow-list applies inside.
+    walk.note(path, tag, "kept", f"keep, items filtered by the same rules ({rule.source})")
+    for item in ds[tag].value:
+        apply_tag_rules(item, walk, path + (tag,))
+
+
+def _remap_uids(ds: Dataset, tag: BaseTag, elem, rule: TagRule, walk: _Walk, path: tuple[int, ...]) -> None:
+    """Every UID except class UIDs and transfer syntaxes is replaced, whatever the op says:
+    a kept instance UID would link the output back to the hospital's records."""
+    if tag in CLASS_UID_TAGS:
+        walk.note(path, tag, "kept", f"class UID ({rule.source})")
+        return
+    values = _text_values(elem)
+    new = [value if not value or value in UID_dictionary else walk.pseudonyms.uid(value)
+           for value in values]
+    if new == values:
+        walk.note(path, tag, "kept", f"registered UID ({rule.source})")
+        return
+    ds._dict[tag] = _encoded(tag, "UI", new)
+    walk.note(path, tag, "UID remapped", f"{rule.op}: keyed per-project UID ({rule.source})")
+
+
+def _transform(ds: Dataset, tag: BaseTag, vr: str, rule: TagRule, walk: _Walk, path: tuple[int, ...]) -> None:
+    op = rule.op
+    new_value: Any = None
+    if op == REPLACE and tag == PATIENT_ID:
+        # A keyed pseudonym rather than a constant, so one patient's studies stay linked.
+        new_value, action = [walk.pseudonyms.patient_id(walk.patient_id)], "pseudonymised"
+    elif op == SECURE_HASH and vr in HASHABLE_VRS:
+        values = [str(v) for v in _converted_values(ds, tag)]
+        if tag == PATIENT_ID and not path:
+            hashed = [walk.pseudonyms.patient_id(walk.patient_id)]
+        else:
+            hashed = [walk.pseudonyms.text(v, MAX_LENGTH[vr]) for v in values]
+        if vr in ("CS", "AE"):
+            hashed = [v.upper() for v in hashed]
+        new_value, action = hashed, "pseudonymised"
+    elif op == DATE_SHIFT and vr in DATE_VRS:
+        shifted = shift_values(_text_values(ds._dict[tag]), vr, walk.shift_days)
+        if shifted is None:
+            del ds._dict[tag]
+            walk.note(path, tag, "removed", f"date-shift: not a valid date ({rule.source})")
+            return
+        walk.dates_shifted = True
+        new_value, action = shifted, "date shifted"
+    elif op == REPLACE and vr in DUMMY_VALUES:
+        dummy = DUMMY_VALUES[vr]
+        new_value = [dummy] if isinstance(dummy, str) else dummy
+        action = "replaced with a dummy value"
+    else:
+        del ds._dict[tag]
+        walk.note(path, tag, "removed", f"{op} does not apply to VR {vr} ({rule.source})")
+        return
+    if isinstance(new_value, list):
+        ds._dict[tag] = _encoded(tag, vr, new_value)
+    else:
+        ds._dict[tag] = DataElement(tag, vr, new_value)
+    walk.note(path, tag, action, f"{op} ({rule.source})")
+
+
+def _encoded(tag: int, vr: str, values: list[str]) -> RawDataElement:
+    """A ready-to-write element for ASCII text values: pydicom writes it as it is, without
+    the cost of building and validating a DataElement."""
+    data = "\\".join(values).encode("ascii")
+    if len(data) % 2:
+        data += b"\x00" if vr == "UI" else b" "
+    return RawDataElement(BaseTag(tag), vr, len(data), data, 0, False, True)
+
+
+def _drop_orphan_private_elements(ds: Dataset, walk: _Walk, path: tuple[int, ...]) -> None:
+    """A private element is kept only together with the private creator of its block."""
+    elements = ds._dict
+    for tag in list(elements):
+        group, element = tag >> 16, tag & 0xFFFF
+        if not group & 1 or element < 0x1000:
+            continue
+        creator = (group << 16) | (element >> 8)
+        if creator in elements:
+            walk.private_kept = True
+        else:
+            del elements[tag]
+            walk.note(path, tag, "removed", "its private creator is not kept")
+
+
+def _text_values(elem) -> list[str]:
+    """The string values of a text element, raw or converted, without decoding costs."""
+    value = elem.value
+    if value is None:
+        return []
+    if isinstance(value, bytes):
+        text = value.decode("latin-1").rstrip("\x00 ")
+        return [part.strip() for part in text.split("\\")] if text else []
+    if isinstance(value, (list, MultiValue)):
+        return [str(v).strip() for v in value]
+    text = str(value).strip()
+    return [text] if text else []
+
+
+def _converted_values(ds: Dataset, tag: int) -> list[Any]:
+    value = ds[tag].value  # converted with the dataset's character set
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, (list, MultiValue)) else [value]
+
+
+# --- the de-identification record and file meta -------------------------------------------------
+
+
+def add_deidentification_record(ds: Dataset, walk: _Walk, slug: str, masked: bool) -> tuple[str, ...]:
+    """PatientIdentityRemoved, DeidentificationMethod(+CodeSequence) and
+    LongitudinalTemporalInformationModified, naming the options actually applied."""
+    elements = ds._dict
+    options = [BASIC_PROFILE]
+    if masked:
+        options.append(CLEAN_PIXEL_DATA)
+    if walk.dates_kept:
+        options.append(RETAIN_FULL_DATES)
+    if walk.dates_shifted:
+        options.append(RETAIN_MODIFIED_DATES)
+    if not PATIENT_CHARACTERISTIC_TAGS.isdisjoint(elements):
+        options.append(RETAIN_PATIENT_CHARACTERISTICS)
+    if not DEVICE_IDENTITY_TAGS.isdisjoint(elements):
+        options.append(RETAIN_DEVICE_IDENTITY)
+    if walk.private_kept:
+        options.append(RETAIN_SAFE_PRIVATE)
+    if not INSTITUTION_TAGS.isdisjoint(elements):
+        options.append(RETAIN_INSTITUTION_IDENTITY)
+
+    code_values = tuple(value for value, _ in options)
+    code_sequence = _code_sequence(tuple(options), ds.is_implicit_VR, ds.is_little_endian)
+    temporal = "MODIFIED" if walk.dates_shifted else "UNMODIFIED" if walk.dates_kept else "REMOVED"
+    added = {
+        0x00120062: DataElement(0x00120062, "CS", "YES"),
+        0x00120063: DataElement(0x00120063, "LO", f"PIXL project {slug}"[:64]),
+        0x00120064: code_sequence,
+        0x00280303: DataElement(0x00280303, "CS", temporal),
+    }
+    for tag, elem in added.items():
+        elements[BaseTag(tag)] = elem
+        walk.note((), tag, "added", "de-identification record (PS3.15)")
+    return code_values
+
+
+@functools.lru_cache(maxsize=64)
+def _code_sequence(options: tuple[tuple[str, str], ...], implicit: bool, little: bool):
+    """DeidentificationMethodCodeSequence, encoded once per set of options and encoding
+    (it is the same in most instances of a project)."""
+    if not little:
+        return DataElement(0x00120064, "SQ", Sequence([_code_item(v, m) for v, m in options]))
+    items = b"".join(_encoded_item(value, meaning, implicit) for value, meaning in options)
+    return RawDataElement(BaseTag(0x00120064), "SQ", len(items), items, 0, implicit, True)
+
+
+def _code_item(value: str, meaning: str) -> Dataset:
+    code = Dataset()
+    code.CodeValue = value
+    code.CodingSchemeDesignator = "DCM"
+    code.CodeMeaning = meaning
+    return code
+
+
+def _encoded_item(value: str, meaning: str, implicit: bool) -> bytes:
+    """One little-endian sequence item of CodeValue, CodingSchemeDesignator, CodeMeaning."""
+    body = b"".join(
+        _encoded_text(tag, vr, text, implicit)
+        for tag, vr, text in ((0x00080100, "SH", value), (0x00080102, "SH", "DCM"),
+                              (0x00080104, "LO", meaning))
+    )
+    return struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body
+
+
+def _encoded_text(tag: int, vr: str, text: str, implicit: bool) -> bytes:
+    data = text.encode("ascii")
+    if len(data) % 2:
+        data += b" "
+    if implicit:
+        return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(data)) + data
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(data)) + data
+
+
+def replace_file_meta(ds: Dataset, new_sop_instance_uid: str) -> None:
+    """A new file meta: nothing of the source's (its AE titles, private info) is carried over."""
+    old = getattr(ds, "file_meta", None)
+    syntax = old.get("TransferSyntaxUID") if old is not None else None
+    if not syntax:
+        syntax = (ImplicitVRLittleEndian if ds.is_implicit_VR
+                  else ExplicitVRLittleEndian if ds.is_little_endian else ExplicitVRBigEndian)
+    sop_class = _top_uid(ds, SOP_CLASS_UID)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(new_sop_instance_uid)
+    meta.TransferSyntaxUID = syntax
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    ds.file_meta = meta
+    ds.preamble = b"\x00" * 128  # a preamble can carry data (e.g. a TIFF header)

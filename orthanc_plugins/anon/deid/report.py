@@ -1,0 +1,118 @@
+"""The review report of a `pixl-deid` run: what happened to every tag, and to every file.
+
+Written for the person who signs off a project's rules: `report.json` for
+tools, `report.md` to read. It names tags, rules and reasons, never values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pydicom.datadict import keyword_for_tag
+
+from orthanc_plugins.anon.deid.engine import CompiledProject
+from orthanc_plugins.anon.deid.tag_rules import format_tag
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    input: str
+    status: str  # kept, dropped, quarantined, skipped
+    reason: str | None = None
+    output: str | None = None
+
+
+class RunReport:
+    def __init__(self, project: CompiledProject) -> None:
+        self.project = project
+        self.files: list[FileOutcome] = []
+        self._tags: dict[str, Counter[tuple[str, str]]] = {}
+        self._names: dict[int, str] = {}
+
+    def audit(self, path: tuple[int, ...], tag: int, action: str, why: str) -> None:
+        """An engine `TagAudit`: count what happened to this tag at this depth."""
+        key = " > ".join(self._name(t) for t in (*path, tag))
+        self._tags.setdefault(key, Counter())[(action, why)] += 1
+
+    def add_file(self, outcome: FileOutcome) -> None:
+        self.files.append(outcome)
+
+    def replace_file(self, index: int, outcome: FileOutcome) -> None:
+        self.files[index] = outcome
+
+    def _name(self, tag: int) -> str:
+        name = self._names.get(tag)
+        if name is None:
+            keyword = "private" if tag >> 16 & 1 else keyword_for_tag(tag) or "unknown"
+            name = self._names[tag] = f"{format_tag(tag)} {keyword}"
+        return name
+
+    def status_counts(self) -> Counter[str]:
+        return Counter(outcome.status for outcome in self.files)
+
+    def as_dict(self) -> dict:
+        config = self.project.config
+        return {
+            "project": config.slug,
+            "project_file": str(config.source_path),
+            "tag_files": [str(p) for p in config.base_tag_files],
+            "manufacturer_override_files": [str(p) for p in config.manufacturer_override_files],
+            "summary": dict(sorted(self.status_counts().items())),
+            "files": [asdict(outcome) for outcome in self.files],
+            "tags": [
+                {"tag": tag, "outcomes": [
+                    {"action": action, "why": why, "instances": count}
+                    for (action, why), count in sorted(outcomes.items())
+                ]}
+                for tag, outcomes in sorted(self._tags.items())
+            ],
+        }
+
+    def write(self, output_dir: Path) -> tuple[Path, Path]:
+        data = self.as_dict()
+        json_path = Path(output_dir) / "report.json"
+        json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        md_path = Path(output_dir) / "report.md"
+        md_path.write_text(_markdown(data), encoding="utf-8")
+        return json_path, md_path
+
+
+def _markdown(data: dict) -> str:
+    lines = [
+        f"# De-identification report: project `{data['project']}`",
+        "",
+        f"Project file: `{data['project_file']}`  ",
+        "Tag files: " + ", ".join(f"`{Path(p).name}`" for p in data["tag_files"]) + "  ",
+        "Manufacturer overrides: "
+        + (", ".join(f"`{Path(p).name}`" for p in data["manufacturer_override_files"]) or "none"),
+        "",
+        "## Summary",
+        "",
+        *(f"- {status}: {count}" for status, count in data["summary"].items()),
+        "",
+        "## Files not kept",
+        "",
+        "| file | status | reason |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{f['input']}` | {f['status']} | {f['reason']} |"
+              for f in data["files"] if f["status"] != "kept"]
+    lines += [
+        "",
+        "## What happened to each tag",
+        "",
+        "Counts are instances. Nested tags are shown as `sequence > tag`.",
+        "",
+        "| tag | action | why | instances |",
+        "|---|---|---|---|",
+    ]
+    for entry in data["tags"]:
+        for outcome in entry["outcomes"]:
+            lines.append(f"| {entry['tag']} | {outcome['action']} | {outcome['why']} | "
+                         f"{outcome['instances']} |")
+    lines += ["", "## Files kept", "", "| file | output |", "|---|---|"]
+    lines += [f"| `{f['input']}` | `{f['output']}` |" for f in data["files"] if f["status"] == "kept"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,180 @@
+"""Tag rules: PIXL's tag-operation YAML, loaded, validated and compiled to a dict by tag.
+
+A base file is a list of `{name, group, element, op}` entries; a manufacturer
+override file is a list of `{manufacturer: REGEX, tags: [entries]}` blocks. A
+project lists base files and override files; later entries win over earlier
+ones, and a matching override wins over the base. The compiled rules are an
+allow-list: a tag that has no rule is removed, at every depth.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydicom.datadict import dictionary_VR
+
+from orthanc_plugins.common.projects import ProjectConfigError
+
+KEEP = "keep"
+DELETE = "delete"
+REPLACE = "replace"
+REPLACE_UID = "replace_UID"
+SECURE_HASH = "secure-hash"
+DATE_SHIFT = "date-shift"
+OPERATIONS = (KEEP, DELETE, REPLACE, REPLACE_UID, SECURE_HASH, DATE_SHIFT)
+
+# VRs that hold text a keyed hash can stand in for.
+HASHABLE_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+DATE_VRS = frozenset({"DA", "DT"})
+
+
+@dataclass(frozen=True)
+class TagRule:
+    tag: int
+    op: str
+    source: str  # where the rule comes from, for reports: "ct.yaml" or "mri.yaml [^philips]"
+
+
+@dataclass(frozen=True)
+class ManufacturerOverride:
+    regex: re.Pattern[str]
+    rules: Mapping[int, TagRule]
+
+
+class CompiledTagRules:
+    """The project's rules: base rules plus the overrides of the instance's manufacturer."""
+
+    def __init__(self, base: Mapping[int, TagRule], overrides: tuple[ManufacturerOverride, ...]):
+        self.base = dict(base)
+        self.overrides = overrides
+        self._by_manufacturer: dict[str, dict[int, TagRule]] = {}
+
+    def for_manufacturer(self, manufacturer: str) -> dict[int, TagRule]:
+        """The rules for one manufacturer (memoised: a project sees few manufacturers)."""
+        rules = self._by_manufacturer.get(manufacturer)
+        if rules is None:
+            rules = dict(self.base)
+            for override in self.overrides:
+                if override.regex.search(manufacturer):
+                    rules.update(override.rules)
+            self._by_manufacturer[manufacturer] = rules
+        return rules
+
+
+def compile_tag_rules(base_files: Iterable[Path], override_files: Iterable[Path]) -> CompiledTagRules:
+    base: dict[int, TagRule] = {}
+    for path in base_files:
+        base.update(load_base_file(path))
+    overrides: list[ManufacturerOverride] = []
+    for path in override_files:
+        overrides.extend(load_override_file(path))
+    return CompiledTagRules(base, tuple(overrides))
+
+
+def load_base_file(path: Path) -> dict[int, TagRule]:
+    entries = _load_list(path)
+    return _rules_from_entries(path, entries, "", source=path.name)
+
+
+def load_override_file(path: Path) -> list[ManufacturerOverride]:
+    overrides = []
+    for index, block in enumerate(_load_list(path)):
+        key = f"[{index}]"
+        if not isinstance(block, dict) or set(block) != {"manufacturer", "tags"}:
+            raise ProjectConfigError(path, key, "must be a mapping with exactly 'manufacturer' and 'tags'")
+        pattern = block["manufacturer"]
+        if not isinstance(pattern, str) or not pattern:
+            raise ProjectConfigError(path, f"{key}.manufacturer", "must be a non-empty regex string")
+        try:
+            regex = re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise ProjectConfigError(path, f"{key}.manufacturer", f"invalid regex: {exc}") from exc
+        if not isinstance(block["tags"], list):
+            raise ProjectConfigError(path, f"{key}.tags", "must be a list of tag entries")
+        rules = _rules_from_entries(path, block["tags"], f"{key}.tags",
+                                    source=f"{path.name} [{pattern}]")
+        overrides.append(ManufacturerOverride(regex=regex, rules=rules))
+    return overrides
+
+
+def _load_list(path: Path) -> list[Any]:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProjectConfigError(path, "(file)", f"cannot be read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ProjectConfigError(path, "(file)", f"is not valid YAML: {exc}") from exc
+    if not isinstance(document, list):
+        raise ProjectConfigError(path, "(file)", "must be a YAML list of tag entries")
+    return document
+
+
+def _rules_from_entries(path: Path, entries: list[Any], prefix: str, source: str) -> dict[int, TagRule]:
+    rules: dict[int, TagRule] = {}
+    for index, entry in enumerate(entries):
+        key = f"{prefix}[{index}]"
+        rule = _rule_from_entry(path, entry, key, source)
+        previous = rules.get(rule.tag)
+        if previous is not None and previous.op != rule.op:
+            raise ProjectConfigError(
+                path, key, f"tag {format_tag(rule.tag)} already has op {previous.op!r} in this file"
+            )
+        rules[rule.tag] = rule
+    return rules
+
+
+def _rule_from_entry(path: Path, entry: Any, key: str, source: str) -> TagRule:
+    if not isinstance(entry, dict):
+        raise ProjectConfigError(path, key, "must be a mapping with group, element and op")
+    for name in entry:
+        if name not in ("name", "group", "element", "op"):
+            raise ProjectConfigError(path, f"{key}.{name}", "unknown key (allowed: name, group, element, op)")
+    for name in ("group", "element", "op"):
+        if name not in entry:
+            raise ProjectConfigError(path, f"{key}.{name}", "missing required key")
+    group = _tag_part(path, entry["group"], f"{key}.group")
+    element = _tag_part(path, entry["element"], f"{key}.element")
+    tag = (group << 16) | element
+    op = entry["op"]
+    if op not in OPERATIONS:
+        raise ProjectConfigError(
+            path, f"{key}.op", f"unknown operation {op!r} (known: {', '.join(OPERATIONS)})"
+        )
+    _check_op_fits_vr(path, f"{key}.op", tag, op)
+    return TagRule(tag=tag, op=op, source=source)
+
+
+def _tag_part(path: Path, value: Any, key: str) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value, 16)
+        except ValueError:
+            raise ProjectConfigError(path, key, f"must be a hex number like 0x0010, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+        raise ProjectConfigError(path, key, f"must be a number from 0x0000 to 0xFFFF, got {value!r}")
+    return value
+
+
+def _check_op_fits_vr(path: Path, key: str, tag: int, op: str) -> None:
+    """Operations that only make sense for some VRs are checked where the VR is known
+    (public tags); private tags are checked per instance."""
+    if op not in (SECURE_HASH, DATE_SHIFT, REPLACE_UID) or tag >> 16 & 1:
+        return
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return
+    allowed = {SECURE_HASH: HASHABLE_VRS, DATE_SHIFT: DATE_VRS, REPLACE_UID: {"UI"}}[op]
+    if vr not in allowed:
+        raise ProjectConfigError(
+            path, key, f"{op!r} does not apply to {format_tag(tag)} (VR {vr}; needs {'/'.join(sorted(allowed))})"
+        )
+
+
+def format_tag(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"

@@ -1,0 +1,233 @@
+"""raw's REST API under /pixl/ (docs/rest-api.md), as plain functions of an `ApiRequest`.
+
+`RawService.handle` (service.py) sends every request but the health check
+here. Answers never show MRNs, accession numbers or source study UIDs: jobs
+are named by their internal ID.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+
+from orthanc_plugins.common.plugin_support import ApiError, ApiRequest, ApiResponse
+from orthanc_plugins.common.settings import Settings
+from orthanc_plugins.raw import queue, throttle
+from orthanc_plugins.raw.extracts import ExtractError, queue_extract, read_upload
+
+# Throughput is measured over this window of jobs that reached 'cached'.
+THROUGHPUT_WINDOW_MINUTES = 10
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    connect: Callable[[], psycopg.Connection]  # an autocommit connection, closed by the caller
+
+
+Route = Callable[[ApiContext, ApiRequest, psycopg.Connection], ApiResponse]
+
+
+def handle(ctx: ApiContext, request: ApiRequest) -> ApiResponse:
+    route = ROUTES.get((request.method, request.path.strip("/")))
+    if route is None:
+        raise ApiError(404, f"no route {request.method} /pixl/{request.path}")
+    with ctx.connect() as conn:
+        return route(ctx, request, conn)
+
+
+# --- extracts -------------------------------------------------------------------
+
+
+def post_extract(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    dry_run = request.query.get("dry_run", "0").lower() in ("1", "true", "yes")
+    with tempfile.TemporaryDirectory(prefix="pixl-upload-") as workdir:
+        try:
+            extract = read_upload(
+                request.body, request.headers.get("content-type", ""),
+                Path(request.query.get("filename", "cohort.csv")).name, Path(workdir),
+            )
+            summary = queue_extract(conn, ctx.settings, extract, dry_run=dry_run)
+        except ExtractError as exc:
+            raise ApiError(400, str(exc)) from None
+    return ApiResponse(200, summary.as_json())
+
+
+def list_extracts(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    extracts = []
+    rows = conn.cursor(row_factory=dict_row).execute(
+        "SELECT e.id, e.project_slug AS project, e.extract_name AS extract, e.loaded_at FROM extracts e"
+        " ORDER BY e.loaded_at, e.id"
+    ).fetchall()
+    for row in rows:
+        extracts.append(_extract_progress(conn, row))
+    return ApiResponse(200, {"extracts": extracts})
+
+
+def _extract_progress(conn: psycopg.Connection, row: dict) -> dict:
+    counts = dict(conn.execute(
+        "SELECT state, count(*) FROM study_jobs WHERE extract_id = %s GROUP BY state", (row["id"],)
+    ).fetchall())
+    recent = conn.execute(
+        "SELECT count(*) FROM study_jobs WHERE extract_id = %s"
+        " AND (state_times->>'cached')::timestamptz > now() - make_interval(mins => %s)",
+        (row["id"], THROUGHPUT_WINDOW_MINUTES),
+    ).fetchone()[0]
+    last = conn.execute(
+        "SELECT last_error, updated_at FROM study_jobs WHERE extract_id = %s AND last_error IS NOT NULL"
+        " ORDER BY updated_at DESC LIMIT 1", (row["id"],),
+    ).fetchone()
+    throughput = recent / THROUGHPUT_WINDOW_MINUTES
+    remaining = sum(counts.get(s, 0) for s in ("queued", "querying", "retrieving", "cached"))
+    return {
+        "project": row["project"], "extract": row["extract"], "loaded_at": row["loaded_at"].isoformat(),
+        "total": sum(counts.values()), "counts": counts,
+        "throughput_per_minute": round(throughput, 2),
+        "eta_seconds": _eta_seconds(remaining, throughput),
+        "last_error": last[0] if last else None,
+        "last_error_at": last[1].isoformat() if last else None,
+    }
+
+
+def _eta_seconds(remaining: int, per_minute: float) -> int | None:
+    if not remaining:
+        return 0
+    return round(remaining / per_minute * 60) if per_minute else None  # None: no progress to go by
+
+
+# --- failures -------------------------------------------------------------------
+
+
+def list_failures(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    conditions, params = ["j.state IN ('failed', 'not_found')"], {}
+    for key, column in (("project", "j.project_slug"), ("extract", "e.extract_name")):
+        if request.query.get(key):
+            conditions.append(f"{column} = %({key})s")
+            params[key] = request.query[key]
+    rows = conn.cursor(row_factory=dict_row).execute(
+        "SELECT j.id AS job_id, j.project_slug AS project, e.extract_name AS extract, j.state,"
+        " j.attempts, j.last_error, j.updated_at FROM study_jobs j JOIN extracts e ON e.id = j.extract_id"
+        " WHERE " + " AND ".join(conditions) + " ORDER BY j.id",
+        params,
+    ).fetchall()
+    for row in rows:
+        row["updated_at"] = row["updated_at"].isoformat()
+    return ApiResponse(200, {"failures": rows})
+
+
+def retry_failures(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    body = _object_body(request)
+    if body.get("all") is True:
+        retried = queue.retry_failed_jobs(conn, project=body.get("project"), extract=body.get("extract"))
+    elif isinstance(body.get("job_ids"), list) and all(isinstance(i, int) for i in body["job_ids"]):
+        retried = queue.retry_failed_jobs(conn, job_ids=body["job_ids"])
+    else:
+        raise ApiError(400, 'send {"job_ids": [1, 2]} or {"all": true, "project"?: slug, "extract"?: name}')
+    return ApiResponse(200, {"retried": retried})
+
+
+# --- controls -------------------------------------------------------------------
+
+
+def get_controls(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    throttle.ensure_controls(conn, ctx.settings)
+    return ApiResponse(200, throttle.read_controls(conn).as_json())
+
+
+def put_controls(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    body = _object_body(request)
+    unknown = set(body) - {"max_in_flight", "studies_per_second", "paused"}
+    if unknown:
+        raise ApiError(400, f"unknown control(s): {', '.join(sorted(unknown))}")
+    max_in_flight = body.get("max_in_flight")
+    rate = body.get("studies_per_second")
+    paused = body.get("paused")
+    if max_in_flight is not None and (type(max_in_flight) is not int or max_in_flight < 0):
+        raise ApiError(400, "max_in_flight must be an integer >= 0")
+    if rate is not None and (type(rate) not in (int, float) or not rate > 0):
+        raise ApiError(400, "studies_per_second must be a number > 0")
+    if paused is not None and type(paused) is not bool:
+        raise ApiError(400, "paused must be true or false")
+    throttle.ensure_controls(conn, ctx.settings)
+    controls = throttle.update_controls(
+        conn, max_in_flight=max_in_flight, studies_per_second=None if rate is None else float(rate), paused=paused
+    )
+    return ApiResponse(200, controls.as_json())
+
+
+# --- parquet exports and destinations (implemented by other modules) -------------
+
+
+def _optional(module: str, name: str) -> Callable | None:
+    """A function of a module another part of PIXL provides, or None while it does not exist yet."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def start_export(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    body = _object_body(request)
+    project, extract = body.get("project"), body.get("extract")
+    if not isinstance(project, str) or not isinstance(extract, str):
+        raise ApiError(400, 'send {"project": slug, "extract": name}')
+    if conn.execute("SELECT 1 FROM extracts WHERE project_slug = %s AND extract_name = %s",
+                    (project, extract)).fetchone() is None:
+        raise ApiError(404, f"no extract {extract!r} of project {project!r}")
+    run_parquet_export = _optional("orthanc_plugins.common.parquet_export", "run_parquet_export")
+    if run_parquet_export is None:
+        raise ApiError(501, "the parquet export is not available in this version")
+    result = run_parquet_export(conn, ctx.settings, project, extract)
+    return ApiResponse(200, result if isinstance(result, dict) else {"result": result})
+
+
+def list_exports(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    conditions, params = ["true"], {}
+    for key, column in (("project", "e.project_slug"), ("extract", "e.extract_name")):
+        if request.query.get(key):
+            conditions.append(f"{column} = %({key})s")
+            params[key] = request.query[key]
+    rows = conn.cursor(row_factory=dict_row).execute(
+        "SELECT p.id AS export_id, e.project_slug AS project, e.extract_name AS extract, p.state,"
+        " p.started_at, p.finished_at, p.export_dir, p.destination, p.uploaded_to, p.error"
+        " FROM parquet_exports p JOIN extracts e ON e.id = p.extract_id"
+        " WHERE " + " AND ".join(conditions) + " ORDER BY p.id",
+        params,
+    ).fetchall()
+    for row in rows:
+        for key in ("started_at", "finished_at"):
+            row[key] = row[key].isoformat() if row[key] else None
+    return ApiResponse(200, {"exports": rows})
+
+
+def list_destinations(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    lister = _optional("pixl_hooks.plugins", "list_destinations")
+    if lister is None:
+        raise ApiError(501, "destination plugins are not available in this version")
+    return ApiResponse(200, {"destinations": lister()})
+
+
+def _object_body(request: ApiRequest) -> dict:
+    body = request.json()
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return body
+
+
+ROUTES: dict[tuple[str, str], Route] = {
+    ("POST", "extracts"): post_extract,
+    ("GET", "extracts"): list_extracts,
+    ("GET", "failures"): list_failures,
+    ("POST", "failures/retry"): retry_failures,
+    ("GET", "controls"): get_controls,
+    ("PUT", "controls"): put_controls,
+    ("POST", "exports"): start_export,
+    ("GET", "exports"): list_exports,
+    ("GET", "destinations"): list_destinations,
+}

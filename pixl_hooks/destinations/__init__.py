@@ -1,0 +1,1 @@
+"""PIXL's built-in destinations, registered from `pixl_hooks.plugins.DEFAULT_PLUGINS`."""

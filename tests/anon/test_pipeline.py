@@ -1,0 +1,176 @@
+"""anon's pipeline against the real stack: de-identify, store, record, dispatch, retry."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import io
+import json
+import socket
+import time
+import zipfile
+
+import pydicom
+import pytest
+
+from orthanc_plugins.anon.pipeline import StudyAnonymiser
+from orthanc_plugins.common import db as pixl_db
+from orthanc_plugins.common.orthanc_api import post_json
+from orthanc_plugins.common.secrets import FileSecrets, destination_secret_name, project_key
+from orthanc_plugins.common.settings import REPO_ROOT
+from pixl_stack import studygen
+from pixl_stack.dcmtk import storescu
+from pixl_stack.stack import Stack
+
+pytestmark = pytest.mark.stack
+
+# Our demo project (FTPS; its secrets are named by its slug). PIXL's fixture projects keep
+# StudyDescription, where generated studies put the patient's name: the leak guard
+# (rightly) quarantines those.
+PROJECT = "demo"
+ALIAS = "demo"
+
+
+@pytest.fixture
+def demo_settings(pixl_settings):
+    return dataclasses.replace(pixl_settings, projects_dir=REPO_ROOT / "projects",
+                               tag_rules_dir=REPO_ROOT / "tag_rules")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _configure_ftps(secrets, stack_settings, port: int) -> None:
+    values = {
+        "host": "127.0.0.1", "port": str(port), "username": stack_settings.ftps_username,
+        "password": stack_settings.ftps_password,
+        "ca-cert": Stack(stack_settings).ftps_certificate.read_text(),
+    }
+    for name, value in values.items():
+        secrets.set(destination_secret_name(ALIAS, "ftp", name), value)
+
+
+def _study_in_raw(stack, tmp_path, seed: int):
+    """A generated DX study stored into raw as the VNA would (C-STORE from the VNA's AE)."""
+    patient = studygen.make_patient(seed)
+    spec = studygen.StudySpec(modality="DX", series=2, instances_per_series=2, seed=seed,
+                              manufacturer="Carestream")
+    datasets = studygen.generate_study(spec, patient)
+    storescu(studygen.write_study(datasets, tmp_path / f"study-{seed}"), stack.settings.raw,
+             calling_aet=stack.settings.vna.aet)
+    lookup = json.loads(stack.raw.post("/tools/lookup", str(datasets[0].StudyInstanceUID).encode()))
+    raw_study_id = next(item["ID"] for item in lookup if item["Type"] == "Study")
+    return patient, datasets, raw_study_id
+
+
+def _insert_job(conn, raw_url: str, raw_study_id: str, datasets) -> int:
+    first = datasets[0]
+    extract_id = conn.execute(
+        "INSERT INTO extracts (project_slug, extract_name, generated_at, source_kind)"
+        " VALUES (%s, %s, now(), 'csv') RETURNING id", (PROJECT, f"anon-test-{time.time_ns()}"),
+    ).fetchone()[0]
+    return conn.execute(
+        "INSERT INTO study_jobs (extract_id, project_slug, mrn, accession_number, study_uid,"
+        " state, raw_node, raw_study_id) VALUES (%s, %s, %s, %s, %s, 'anonymising', %s, %s)"
+        " RETURNING id",
+        (extract_id, PROJECT, str(first.PatientID), str(first.AccessionNumber),
+         str(first.StudyInstanceUID), raw_url, raw_study_id),
+    ).fetchone()[0]
+
+
+def _job(conn, job_id: int) -> dict:
+    row = conn.execute(
+        "SELECT state, attempts, last_error, next_attempt_at, pseudo_study_uid, pseudo_patient_id"
+        " FROM study_jobs WHERE id = %s", (job_id,),
+    ).fetchone()
+    return dict(zip(("state", "attempts", "last_error", "next_attempt_at", "pseudo_study_uid",
+                     "pseudo_patient_id"), row))
+
+
+def test_a_study_is_retried_while_its_destination_is_down_then_exported(stack, demo_settings, tmp_path):
+    pixl_settings = demo_settings
+    patient, datasets, raw_study_id = _study_in_raw(stack, tmp_path, seed=9001)
+    secrets = FileSecrets(pixl_settings.secrets_file)
+    _configure_ftps(secrets, stack.settings, _closed_port())
+    anonymiser = StudyAnonymiser(pixl_settings, stack.anon, secrets, owner="test-anon")
+    with pixl_db.connect(pixl_settings, autocommit=True) as conn:
+        job_id = _insert_job(conn, stack.settings.raw.url, raw_study_id, datasets)
+
+        assert anonymiser.run_once(conn)  # de-identifies and stores in anon
+        job = _job(conn, job_id)
+        assert job["state"] == "exporting"
+        assert job["pseudo_study_uid"].startswith("2.25.")
+        assert job["pseudo_patient_id"] != patient.mrn
+
+        assert anonymiser.run_once(conn)  # the FTPS server is down
+        job = _job(conn, job_id)
+        assert job["state"] == "exporting"
+        assert job["next_attempt_at"] > datetime.datetime.now(datetime.UTC)
+        assert "ftp" in job["last_error"].lower()
+        assert patient.mrn not in job["last_error"]
+        assert not anonymiser.run_once(conn)  # not due again before its backoff
+
+        _configure_ftps(secrets, stack.settings, stack.settings.ftps_port)
+        conn.execute("UPDATE study_jobs SET next_attempt_at = now() WHERE id = %s", (job_id,))
+        assert anonymiser.run_once(conn)
+        job = _job(conn, job_id)
+        assert job["state"] == "exported"
+        assert job["last_error"] is None
+
+        id_map = dict(conn.execute(
+            "SELECT kind, count(*) FROM deid_id_map WHERE project_slug = %s GROUP BY kind",
+            (PROJECT,),
+        ).fetchall())
+        assert id_map["sop_instance_uid"] >= len(datasets)
+        assert id_map["study_uid"] >= 1
+        outcomes = conn.execute(
+            "SELECT outcome, instances FROM anon_outcomes WHERE job_id = %s", (job_id,)
+        ).fetchall()
+        assert outcomes == [("kept", len(datasets))]
+
+    archive = Stack(stack.settings).ftps_root / PROJECT / f"{job['pseudo_study_uid']}.zip"
+    with zipfile.ZipFile(archive) as study_zip:
+        names = [n for n in study_zip.namelist() if not n.endswith("/")]
+        assert len(names) == len(datasets)
+        for name in names:
+            ds = pydicom.dcmread(io.BytesIO(study_zip.read(name)))
+            assert ds.StudyInstanceUID == job["pseudo_study_uid"]
+            assert ds.PatientID == job["pseudo_patient_id"]
+            assert "PatientName" not in ds or str(ds.PatientName) != str(datasets[0].PatientName)
+
+
+def test_the_same_study_gets_the_same_pseudonyms_from_any_worker(stack, demo_settings, tmp_path):
+    pixl_settings = demo_settings
+    _, datasets, raw_study_id = _study_in_raw(stack, tmp_path, seed=9002)
+    secrets = FileSecrets(pixl_settings.secrets_file)
+    project_key(secrets, PROJECT)
+    with pixl_db.connect(pixl_settings, autocommit=True) as conn:
+        first = _insert_job(conn, stack.settings.raw.url, raw_study_id, datasets)
+        second = _insert_job(conn, stack.settings.raw.url, raw_study_id, datasets)
+        # Two anon workers, each with fresh state, each de-identifying one of the jobs.
+        assert StudyAnonymiser(pixl_settings, stack.anon, secrets, owner="worker-a").run_once(conn)
+        conn.execute("UPDATE study_jobs SET next_attempt_at = now() + interval '1 day' WHERE id = %s", (first,))
+        assert StudyAnonymiser(pixl_settings, stack.anon, secrets, owner="worker-b").run_once(conn)
+        a, b = _job(conn, first), _job(conn, second)
+    assert a["state"] == b["state"] == "exporting"
+    assert a["pseudo_study_uid"] == b["pseudo_study_uid"]
+    assert a["pseudo_patient_id"] == b["pseudo_patient_id"]
+
+
+def test_a_hand_off_of_an_exported_study_does_nothing_and_says_so(stack):
+    project = "test-extract-uclh-omop-cdm"  # a project of the session stack's projects folder
+    with pixl_db.connect(stack.settings, autocommit=True) as conn:
+        extract_id = conn.execute(
+            "INSERT INTO extracts (project_slug, extract_name, generated_at, source_kind)"
+            " VALUES (%s, %s, now(), 'csv') RETURNING id", (project, f"handoff-{time.time_ns()}"),
+        ).fetchone()[0]
+        job_id = conn.execute(
+            "INSERT INTO study_jobs (extract_id, project_slug, mrn, state) VALUES (%s, %s, 'x', 'exported')"
+            " RETURNING id", (extract_id, project),
+        ).fetchone()[0]
+    answer = post_json(stack.anon, "/pixl/studies", {"job_id": job_id, "project": project,
+                                                      "raw_study_id": "x", "raw_url": "x"})
+    assert answer == {"accepted": False, "job_id": job_id, "reason": "already exported; nothing to do"}

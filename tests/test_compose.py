@@ -1,0 +1,329 @@
+"""The deployment files: docker-compose.yml is valid and complete, and the image's
+entry point and health check work with the values the compose file gives them.
+
+No Docker engine runs here: the compose file is validated with the `compose-spec`
+package (the compose specification, unknown keys rejected), and the entry point
+and health check are run as plain Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import re
+import stat
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any, ClassVar
+
+import psycopg
+import pytest
+from compose_spec import PyOptions
+
+from orthanc_plugins.common.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+ORTHANC_SERVICES = ("orthanc-raw", "orthanc-anon")
+STORAGE_DIR = "/var/lib/orthanc/db"
+
+
+_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z0-9_]+)(?:(:?[-?])([^}]*))?\}")
+
+
+def _example_env() -> dict[str, str]:
+    """The active `KEY=value` lines of .env.example: what a fresh deployment starts from."""
+    env = {}
+    for line in (REPO / ".env.example").read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.split(" #", 1)[0].strip().partition("=")
+        if sep and not key.startswith("#"):
+            env[key] = value
+    return env
+
+
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    """Substitute ${VAR}, ${VAR:-default} and ${VAR:?error} and unescape $$, as Compose
+    does before it validates; compose-spec validates the result."""
+
+    def value(match: re.Match[str]) -> str:
+        if match[0] == "$$":
+            return "$"
+        name, operator, argument = match[1], match[2] or "", match[3] or ""
+        if env.get(name):
+            return env[name]
+        if operator.endswith("?"):
+            raise ValueError(f"required variable {name} is missing: {argument}")
+        return argument if operator.endswith("-") else ""
+
+    return _VARIABLE.sub(value, text)
+
+
+def _load_compose(path: Path, env: dict[str, str] | None = None) -> Any:
+    text = _interpolate(path.read_text(encoding="utf-8"), _example_env() if env is None else env)
+    # apply_merge: the services share their common keys through YAML merge keys.
+    compose = PyOptions(apply_merge=True).from_yaml(text)
+    compose.validate()
+    return compose
+
+
+def _docker_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"docker_{name}", REPO / "docker" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return _load_compose(COMPOSE_FILE).to_dict()
+
+
+def test_compose_file_is_valid_and_has_the_three_services(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"postgres", *ORTHANC_SERVICES}
+
+
+@pytest.mark.parametrize(
+    ("original", "broken", "complaint"),
+    [
+        (
+            '    command: ["raw"]\n',
+            '    command: ["raw"]\n    restart_policy: always\n',
+            "restart_policy",
+        ),
+        ("  healthcheck:\n", "  healthchek:\n", "healthchek"),
+        ("      condition: service_healthy", "      condition: service_healty", "service_healty"),
+        ("  pixl-state: {}", "  pixl-state: {drivr: local}", "drivr"),
+    ],
+)
+def test_a_broken_compose_file_is_rejected(
+    tmp_path: Path, original: str, broken: str, complaint: str
+) -> None:
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    assert original in text, "the mutation no longer matches docker-compose.yml"
+    copy = tmp_path / "docker-compose.yml"
+    copy.write_text(text.replace(original, broken, 1), encoding="utf-8")
+    with pytest.raises(ValueError, match=complaint):
+        _load_compose(copy)
+
+
+@pytest.mark.parametrize("name", ORTHANC_SERVICES)
+def test_orthanc_services_have_settings_storage_health_and_database(
+    compose: dict[str, Any], name: str
+) -> None:
+    service = compose["services"][name]
+
+    env_files = service["env_file"]
+    assert [entry["path"] for entry in env_files] == [".env"]
+    assert all(entry.get("required", True) for entry in env_files)
+    assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert (REPO / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
+    assert service["command"] == [name.removeprefix("orthanc-")]
+
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in service["volumes"]}
+    assert mounts[STORAGE_DIR] in compose["volumes"]
+    assert mounts["/var/lib/pixl"] in compose["volumes"]
+    assert service["environment"]["PIXL_STATE_DIR"] == "/var/lib/pixl"
+    assert service["environment"]["PIXL_DB_HOST"] == "postgres"
+
+    health = service["healthcheck"]
+    assert health["test"][0] == "CMD"
+    assert (REPO / "docker" / "healthcheck.py").is_file()
+    assert health["test"][-1] == "/opt/pixl/docker/healthcheck.py"
+    assert any(port.endswith(":8042") for port in service["ports"]), "web UI not published"
+
+
+def test_raw_and_anon_have_their_own_storage(compose: dict[str, Any]) -> None:
+    storage = {
+        next(v.split(":")[0] for v in compose["services"][name]["volumes"] if STORAGE_DIR in v)
+        for name in ORTHANC_SERVICES
+    }
+    assert len(storage) == 2
+
+
+def test_postgres_keeps_its_data_and_reports_health(compose: dict[str, Any]) -> None:
+    postgres = compose["services"]["postgres"]
+    assert "postgres-data:/var/lib/postgresql/data" in postgres["volumes"]
+    test = postgres["healthcheck"]["test"]  # compose-spec folds CMD-SHELL into one string
+    assert "pg_isready" in (test if isinstance(test, str) else " ".join(test))
+    env = _example_env()
+    # PostgreSQL is created with the very user, password and database PIXL connects with.
+    assert postgres["environment"] == {
+        "POSTGRES_USER": env["PIXL_DB_USER"],
+        "POSTGRES_PASSWORD": env["PIXL_DB_PASSWORD"],
+        "POSTGRES_DB": env["PIXL_DB_NAME"],
+    }
+
+
+def test_every_interpolated_variable_is_documented_in_env_example() -> None:
+    names = {m[1] for m in _VARIABLE.finditer(COMPOSE_FILE.read_text(encoding="utf-8")) if m[1]}
+    example = (REPO / ".env.example").read_text(encoding="utf-8")
+    assert names, "expected ${...} settings in docker-compose.yml"
+    assert {name for name in names if name not in example} == set()
+
+
+def test_compose_refuses_to_start_without_a_database_password() -> None:
+    env = {k: v for k, v in _example_env().items() if k != "PIXL_DB_PASSWORD"}
+    with pytest.raises(ValueError, match="PIXL_DB_PASSWORD"):
+        _load_compose(COMPOSE_FILE, env)
+
+
+def test_image_paths_match_the_repository(compose: dict[str, Any]) -> None:
+    """The image copies the repository to /opt/pixl; every /opt/pixl path used must exist."""
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text(encoding="utf-8")
+    assert "FROM debian:bookworm" in dockerfile
+    for package in ("orthanc", "orthanc-python", "orthanc-dicomweb", "orthanc-postgresql"):
+        assert re.search(rf"\s{package}\s", dockerfile), package
+    assert "/usr/bin/python3.11 -m venv /opt/pixl/.venv" in dockerfile
+    entry = re.search(r"^ENTRYPOINT (.*)$", dockerfile, re.MULTILINE)
+    assert entry, "the Dockerfile has no ENTRYPOINT"
+    entrypoint = json.loads(entry[1])
+    health = compose["services"]["orthanc-raw"]["healthcheck"]["test"][1:]
+    for path in [*entrypoint, *health]:
+        assert path.startswith("/opt/pixl/"), path
+        if not path.startswith("/opt/pixl/.venv/"):
+            assert (REPO / path.removeprefix("/opt/pixl/")).is_file(), path
+    assert entrypoint[0] == health[0], "entry point and health check use the image's venv"
+
+
+def test_secrets_and_local_state_stay_out_of_the_image() -> None:
+    ignored = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert {".env", ".state/", ".venv/", ".git/"} <= set(ignored)
+
+
+# --- the image's entry point, with the compose file's container environment ----------------
+
+
+@pytest.fixture
+def container_env(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings as a container sees them: a .env's values under the compose environment."""
+    monkeypatch.setenv("PIXL_DB_PASSWORD", "db-secret")
+    monkeypatch.setenv("ORTHANC_PASSWORD", "orthanc-secret")
+    monkeypatch.setenv("VNA_HOST", "vna.hospital.example")
+    monkeypatch.delenv("PIXL_INSTANCE_NAME", raising=False)
+    for key, value in compose["services"]["orthanc-raw"]["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    return load_settings()
+
+
+@pytest.mark.parametrize("node", ["raw", "anon"])
+def test_entrypoint_renders_a_config_matching_the_compose_file(
+    compose: dict[str, Any], container_env: Settings, tmp_path: Path, node: str
+) -> None:
+    entrypoint = _docker_module("entrypoint")
+    out = tmp_path / "etc" / "orthanc.json"
+
+    config = entrypoint.render_node_config(node, container_env, out, entrypoint.STORAGE_DIR)
+
+    assert json.loads(out.read_text()) == config
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600, "the config holds passwords"
+    service = compose["services"][f"orthanc-{node}"]
+    published = {port.split(":")[-1] for port in service["ports"]}
+    assert str(config["HttpPort"]) in published
+    assert config["StorageDirectory"] == str(entrypoint.STORAGE_DIR) == STORAGE_DIR
+    assert Path(config["PythonScript"]).is_file()
+    assert config["PythonScript"].endswith(f"orthanc_plugins/{node}/plugin.py")
+    if node == "raw":
+        assert str(config["DicomPort"]) in published, "the archive must reach raw's DICOM port"
+        assert config["PostgreSQL"]["Host"] == "postgres"
+        assert config["PostgreSQL"]["Port"] == 5432
+        assert config["DicomModalities"]["vna"]["Host"] == "vna.hospital.example"
+
+
+def test_entrypoint_rejects_an_unknown_node(container_env: Settings, tmp_path: Path) -> None:
+    entrypoint = _docker_module("entrypoint")
+    with pytest.raises(SystemExit, match="'vna'"):
+        entrypoint.render_node_config("vna", container_env, tmp_path / "o.json", tmp_path)
+
+
+def test_entrypoint_creates_the_orthanc_index_database_once(
+    postgres: Any, base_settings: Settings
+) -> None:
+    entrypoint = _docker_module("entrypoint")
+    # The compose file's PIXL user owns the cluster, like this superuser.
+    owner = dataclasses.replace(
+        base_settings, pg_host=str(postgres.socket_dir), pg_user="postgres", pg_database="postgres"
+    )
+    database = "orthanc_entrypoint_test"
+    config = {"PostgreSQL": {"EnableIndex": True, "Database": database}}
+    with postgres.admin_connection() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
+        try:
+            entrypoint.ensure_index_database(owner, config)
+            entrypoint.ensure_index_database(owner, config)  # a restart: nothing to do
+            found = admin.execute(
+                "SELECT count(*) FROM pg_database WHERE datname = %s", (database,)
+            ).fetchone()
+            assert found == (1,)
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
+
+
+def test_entrypoint_needs_no_database_without_a_postgresql_index(base_settings: Settings) -> None:
+    entrypoint = _docker_module("entrypoint")
+    nowhere = dataclasses.replace(base_settings, pg_host="127.0.0.1", pg_port=1)
+    entrypoint.ensure_index_database(nowhere, {"Plugins": []})
+    with pytest.raises(psycopg.OperationalError):
+        entrypoint.ensure_index_database(
+            nowhere, {"PostgreSQL": {"EnableIndex": True, "Database": "x"}}
+        )
+
+
+# --- the image's health check, against a small server of the test's own --------------------
+
+
+class _HealthServer(BaseHTTPRequestHandler):
+    answers: ClassVar[dict[str, dict[str, Any]]] = {
+        "/healthy": {"service": "raw", "database": "ok", "healthy": True},
+        "/sick": {"service": "raw", "database": "unreachable (OperationalError)", "healthy": False},
+    }
+    expected_auth = ""
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != self.expected_auth:
+            self.send_response(401)
+            self.end_headers()
+            return
+        body = json.dumps(self.answers[self.path]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def health_server() -> Iterator[str]:
+    import base64
+
+    _HealthServer.expected_auth = "Basic " + base64.b64encode(b"pixl:right").decode()
+    server = HTTPServer(("127.0.0.1", 0), _HealthServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_healthcheck_passes_only_for_a_healthy_answer(
+    health_server: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    healthcheck = _docker_module("healthcheck")
+    monkeypatch.setenv("ORTHANC_USERNAME", "pixl")
+    monkeypatch.setenv("ORTHANC_PASSWORD", "right")
+
+    assert healthcheck.main(["healthcheck.py", f"{health_server}/healthy"]) == 0
+    assert healthcheck.main(["healthcheck.py", f"{health_server}/sick"]) == 1
+    assert "unreachable" in capsys.readouterr().out
+
+    monkeypatch.setenv("ORTHANC_PASSWORD", "wrong")
+    assert healthcheck.main(["healthcheck.py", f"{health_server}/healthy"]) == 1
+    output = capsys.readouterr().out
+    assert "HTTP 401" in output and "wrong" not in output
+    assert healthcheck.main(["healthcheck.py", "http://127.0.0.1:1/pixl/health"]) == 1

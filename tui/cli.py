@@ -1,0 +1,282 @@
+"""`pixl-tui`: the operator console, or with a subcommand, one scriptable step.
+
+Every subcommand makes the same REST calls as the app (through tui.client)
+and ends with an exit code from tui/exit_codes.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from typing import Any, TextIO
+
+from tui import exit_codes
+from tui.client import (
+    ClientConfig,
+    ExtractStatus,
+    InvalidInput,
+    RawApiError,
+    RawClient,
+    config_from_environment,
+    prepare_upload,
+)
+
+DEFAULT_POLL_SECONDS = 2.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pixl-tui",
+        description="PIXL operator console. Without a subcommand, opens the terminal app.",
+        epilog="Server: --url, else PIXL_RAW_URL, else raw's URL from the PIXL settings. "
+        "Credentials: ORTHANC_USERNAME / ORTHANC_PASSWORD. Exit codes: see tui/exit_codes.py "
+        "(0 ok, 3 unreachable, 4 credentials refused, 5 invalid input, 6 partial failure, "
+        "7 server error, 8 declined, 9 timed out).",
+    )
+    parser.add_argument("--url", help="base URL of the raw Orthanc (overrides PIXL_RAW_URL)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    load = commands.add_parser("load", help="load an extract (CSV cohort or OMOP ES folder)")
+    load.add_argument("path", help="a .csv cohort, or an OMOP ES extract folder")
+    load.add_argument("--yes", "-y", action="store_true", help="queue without asking")
+    load.add_argument("--dry-run", action="store_true", help="validate and summarise only")
+    _add_wait(load, "wait until every study of the extract has finished")
+
+    status = commands.add_parser("status", help="progress of every extract")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    export = commands.add_parser("export", help="export an extract's parquet files")
+    export.add_argument("project", help="project slug")
+    export.add_argument("extract", help="extract name, as shown by `status`")
+    _add_wait(export, "wait until the export has finished")
+
+    failures = commands.add_parser(
+        "failures", help="studies that failed or were not found (exit 6 if any)")
+    failures.add_argument("--project")
+    failures.add_argument("--extract")
+    failures.add_argument("--json", action="store_true", help="machine-readable output")
+
+    retry = commands.add_parser("retry", help="queue failed or not-found studies again")
+    retry.add_argument("job_ids", nargs="*", type=int, metavar="JOB_ID")
+    retry.add_argument("--all", action="store_true", help="every failure (of --project/--extract)")
+    retry.add_argument("--project")
+    retry.add_argument("--extract")
+
+    controls = commands.add_parser("controls", help="show or change the transfer controls")
+    controls.add_argument("--rate", type=float, help="studies per second (> 0)")
+    controls.add_argument("--in-flight", type=int, help="most transfers at once (>= 0)")
+    pause = controls.add_mutually_exclusive_group()
+    pause.add_argument("--pause", action="store_true", help="stop starting transfers")
+    pause.add_argument("--resume", action="store_true", help="start transfers again")
+    controls.add_argument("--json", action="store_true", help="machine-readable output")
+
+    commands.add_parser("health", help="check that raw answers and its database is up")
+    return parser
+
+
+def _add_wait(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--wait", action="store_true", help=help_text)
+    parser.add_argument("--poll", type=float, default=DEFAULT_POLL_SECONDS, metavar="SECONDS",
+                        help=f"seconds between checks while waiting (default {DEFAULT_POLL_SECONDS:g})")
+    parser.add_argument("--timeout", type=float, default=0, metavar="SECONDS",
+                        help="give up waiting after this long, exit 9 (default: wait forever)")
+
+
+class TimedOut(RawApiError):
+    exit_code = exit_codes.TIMED_OUT
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_environment()
+    except ValueError as exc:  # a malformed PIXL_* variable
+        return _fail(str(exc), exit_codes.INVALID_INPUT)
+    if args.url:
+        config = ClientConfig(args.url.rstrip("/"), config.username, config.password)
+    client = RawClient(config)
+    try:
+        if args.command is None:
+            return run_app(client)
+        return COMMANDS[args.command](client, args, sys.stdout)
+    except RawApiError as error:
+        return _fail(str(error), error.exit_code)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        client.close()
+
+
+def run_app(client: RawClient) -> int:
+    from tui.app import PixlApp
+
+    PixlApp(client).run()
+    return exit_codes.OK
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"pixl-tui: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_health(client: RawClient, _args: argparse.Namespace, out: TextIO) -> int:
+    health = client.health()
+    print(f"raw {health.version} at {client.url}: database {health.database}, "
+          f"schema {health.schema_version}", file=out)
+    return exit_codes.OK if health.healthy else exit_codes.SERVER_ERROR
+
+
+def cmd_load(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
+    upload = prepare_upload(args.path)
+    summary = client.load_extract(upload, dry_run=True)
+    destination = ", ".join(f"{kind}: {name}" for kind, name in summary.destination.items())
+    print(f"project      {summary.project}\n"
+          f"extract      {summary.extract}\n"
+          f"studies      {summary.studies} ({summary.queued} to queue, "
+          f"{summary.already_exported} already exported)\n"
+          f"modalities   {', '.join(summary.modalities) or '-'}\n"
+          f"destination  {destination or '-'}", file=out)
+    if args.dry_run:
+        return exit_codes.OK
+    if not args.yes and not _confirmed(f"Queue {summary.queued} studies? [y/N] ", out):
+        print("Not queued." + ("" if sys.stdin.isatty() else " Pass --yes to queue without asking."),
+              file=sys.stderr)
+        return exit_codes.DECLINED
+    queued = client.load_extract(upload, dry_run=False)
+    print(f"queued {queued.queued} of {queued.studies} studies of "
+          f"{queued.project} / {queued.extract}", file=out)
+    if not args.wait:
+        return exit_codes.OK
+    status = _wait_for_extract(client, queued.project, queued.extract, args, out)
+    return exit_codes.PARTIAL_FAILURE if status.problems else exit_codes.OK
+
+
+def _confirmed(question: str, out: TextIO) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    print(question, end="", file=out, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _wait_for_extract(client: RawClient, project: str, extract: str,
+                      args: argparse.Namespace, out: TextIO) -> ExtractStatus:
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    last_line = ""
+    while True:
+        status = next((s for s in client.extracts()
+                       if s.project == project and s.extract == extract), None)
+        if status is None:
+            raise InvalidInput(f"the server does not list the extract {project} / {extract}")
+        line = _status_line(status)
+        if line != last_line:
+            print(line, file=out, flush=True)
+            last_line = line
+        if status.done:
+            return status
+        _sleep_or_time_out(args.poll, deadline, f"the extract {project} / {extract}")
+
+
+def _sleep_or_time_out(poll: float, deadline: float | None, what: str) -> None:
+    if deadline is not None and time.monotonic() + poll > deadline:
+        raise TimedOut(f"gave up waiting for {what} to finish")
+    time.sleep(poll)
+
+
+def _status_line(status: ExtractStatus) -> str:
+    counts = " ".join(f"{state}={n}" for state, n in status.counts.items() if n)
+    return f"{status.project} / {status.extract}: {status.finished}/{status.total} finished ({counts})"
+
+
+def cmd_status(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
+    extracts = client.extracts()
+    if args.json:
+        _print_json([asdict(status) | {"finished": status.finished, "done": status.done}
+                     for status in extracts], out)
+        return exit_codes.OK
+    if not extracts:
+        print("no extracts loaded", file=out)
+    for status in extracts:
+        eta = "done" if status.done else (
+            "-" if status.eta_seconds is None else f"{status.eta_seconds:.0f}s")
+        rate = "-" if status.throughput_per_minute is None else f"{status.throughput_per_minute:.1f}/min"
+        print(f"{_status_line(status)} rate={rate} eta={eta}", file=out)
+        if status.last_error:
+            print(f"  last error: {status.last_error}", file=out)
+    return exit_codes.OK
+
+
+def cmd_export(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
+    export = client.start_export(args.project, args.extract)
+    print(f"export {export.export_id} of {export.project} / {export.extract}: {export.state}", file=out)
+    if not args.wait:
+        return exit_codes.OK
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    while export.state == "running":
+        _sleep_or_time_out(args.poll, deadline, f"export {export.export_id}")
+        export = next((e for e in client.exports(args.project, args.extract)
+                       if e.export_id == export.export_id), export)
+    print(f"export {export.export_id}: {export.state}\n"
+          f"files        {export.export_dir or '-'}\n"
+          f"uploaded to  {export.uploaded_to or '-'}", file=out)
+    if export.state != "done":
+        print(f"error        {export.error or '-'}", file=out)
+        return exit_codes.PARTIAL_FAILURE
+    return exit_codes.OK
+
+
+def cmd_failures(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
+    failures = client.failures(args.project, args.extract)
+    if args.json:
+        _print_json([asdict(failure) for failure in failures], out)
+    else:
+        if not failures:
+            print("no failures", file=out)
+        for failure in failures:
+            print(f"{failure.job_id}\t{failure.project}\t{failure.extract}\t{failure.state}\t"
+                  f"attempts={failure.attempts}\t{failure.last_error or ''}", file=out)
+    return exit_codes.PARTIAL_FAILURE if failures else exit_codes.OK
+
+
+def cmd_retry(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
+    if bool(args.job_ids) == bool(args.all):
+        raise InvalidInput("name the JOB_IDs to retry, or pass --all (not both)")
+    if args.job_ids and (args.project or args.extract):
+        raise InvalidInput("--project and --extract only narrow --all")
+    count = client.retry(args.job_ids or None, project=args.project, extract=args.extract)
+    print(f"retried {count}", file=out)
+    return exit_codes.OK
+
+
+def cmd_controls(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
+    paused = True if args.pause else False if args.resume else None
+    if args.rate is None and args.in_flight is None and paused is None:
+        controls = client.controls()
+    else:
+        controls = client.set_controls(
+            max_in_flight=args.in_flight, studies_per_second=args.rate, paused=paused)
+    if args.json:
+        _print_json(asdict(controls), out)
+    else:
+        print(f"{'paused' if controls.paused else 'running'}: "
+              f"{controls.studies_per_second:g} studies/s, in flight "
+              f"{controls.in_flight}/{controls.max_in_flight}", file=out)
+    return exit_codes.OK
+
+
+def _print_json(value: Any, out: TextIO) -> None:
+    json.dump(value, out, indent=2)
+    out.write("\n")
+
+
+COMMANDS = {
+    "health": cmd_health,
+    "load": cmd_load,
+    "status": cmd_status,
+    "export": cmd_export,
+    "failures": cmd_failures,
+    "retry": cmd_retry,
+    "controls": cmd_controls,
+}

@@ -1,0 +1,1 @@
+"""Widgets of pixl-tui, grouped by the feature they belong to."""
