@@ -105,20 +105,10 @@ def write_extracts(cohort: DemoCohort, folder: Path) -> tuple[Path, Path]:
 
 def configure_destinations(stack: Stack, secrets: SecretStore) -> None:
     """Point the demo projects at the stack's own FTPS and DICOMweb servers."""
-    settings = stack.settings
-    ftp = {
-        "host": "127.0.0.1", "port": str(settings.ftps_port),
-        "username": settings.ftps_username, "password": settings.ftps_password,
-        "ca-cert": stack.ftps_certificate.read_text(),
-    }
-    for name, value in ftp.items():
-        secrets.set(destination_secret_name(OMOP_PROJECT, "ftp", name), value)
-    dicomweb = {
-        "url": settings.dicomweb_destination.url + "/dicom-web",
-        "username": settings.orthanc_username, "password": settings.orthanc_password,
-    }
-    for name, value in dicomweb.items():
-        secrets.set(destination_secret_name(CSV_PROJECT, "dicomweb", name), value)
+    services = stack.development_destination_settings()
+    for project, service in ((OMOP_PROJECT, "ftp"), (CSV_PROJECT, "dicomweb")):
+        for name, value in services[service].items():
+            secrets.set(destination_secret_name(project, service, name), value)
 
 
 def load(client: RawClient, upload: ExtractUpload, say) -> str:

@@ -33,6 +33,11 @@ def modality(node: OrthancNode, *, find: bool, move: bool, store: bool) -> dict[
     }
 
 
+def raw_modalities(settings: Settings) -> dict[str, Any]:
+    archives = [settings.vna] + ([settings.secondary_vna] if settings.secondary_vna else [])
+    return {node.name: modality(node, find=True, move=True, store=True) for node in archives}
+
+
 def template_values(settings: Settings, node: OrthancNode, storage_dir: Path) -> dict[str, Any]:
     return {
         "storage_dir": str(storage_dir),
@@ -43,7 +48,7 @@ def template_values(settings: Settings, node: OrthancNode, storage_dir: Path) ->
         "max_storage_mb": settings.raw_max_storage_mb,
         # The VNA sends C-STORE to raw (as the C-MOVE it was asked for) and is the
         # only node raw accepts C-STORE from.
-        "raw_modalities": {"vna": modality(settings.vna, find=True, move=True, store=True)},
+        "raw_modalities": raw_modalities(settings),
         "vna_modalities": {"raw": modality(settings.raw, find=True, move=True, store=False)},
         "raw_plugins": [
             str(PLUGIN_DIR / "libOrthancPython.so"),

@@ -43,7 +43,7 @@ class ServerStatus:
 
 def settings_environment(settings: Settings) -> dict[str, str]:
     """The environment that makes every child process read these same settings."""
-    return {
+    env = {
         "PIXL_STATE_DIR": str(settings.state_dir),
         "PIXL_DB_HOST": settings.pg_host,
         "PIXL_DB_PORT": str(settings.pg_port),
@@ -78,7 +78,19 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "PIXL_SECRETS_BACKEND": settings.secrets_backend,
         "PIXL_SECRETS_FILE": str(settings.secrets_file),
         "PIXL_INSTANCE_NAME": settings.instance_name,
+        "PIXL_JOB_LEASE_SECONDS": str(settings.job_lease_seconds),
+        "PIXL_RETRY_BASE_SECONDS": str(settings.retry_base_seconds),
+        "PIXL_RETRY_MAX_SECONDS": str(settings.retry_max_seconds),
+        "PIXL_MAX_ATTEMPTS": str(settings.max_attempts),
+        "PIXL_MOVE_TIMEOUT_SECONDS": str(settings.move_timeout_seconds),
     }
+    if settings.secondary_vna:
+        env.update({
+            "PIXL_SECONDARY_VNA_AE_TITLE": settings.secondary_vna.aet,
+            "PIXL_SECONDARY_VNA_HOST": settings.secondary_vna.host,
+            "PIXL_SECONDARY_VNA_DICOM_PORT": str(settings.secondary_vna.dicom_port),
+        })
+    return env
 
 
 class Stack:
@@ -193,6 +205,22 @@ class Stack:
     @property
     def ftps_certificate(self) -> Path:
         return self.state_dir / "ftps" / "cert.pem"
+
+    def development_destination_settings(self) -> dict[str, dict[str, str]]:
+        """Secrets (by service, then field) that point a project at this stack's own
+        FTPS and DICOMweb servers: `<alias>--<service>--<field>` in the secret store."""
+        return {
+            "ftp": {
+                "host": "127.0.0.1", "port": str(self.settings.ftps_port),
+                "username": self.settings.ftps_username, "password": self.settings.ftps_password,
+                "ca-cert": self.ftps_certificate.read_text(),
+            },
+            "dicomweb": {
+                "url": self.settings.dicomweb_destination.url + "/dicom-web",
+                "username": self.settings.orthanc_username,
+                "password": self.settings.orthanc_password,
+            },
+        }
 
     def _start_ftps(self) -> None:
         """The development FTPS server (a destination for the demo, never deployed)."""

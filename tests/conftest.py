@@ -60,6 +60,7 @@ os.environ.setdefault("PIXL_MAX_ATTEMPTS", "30")
 
 from orthanc_plugins.common import db as pixl_db
 from orthanc_plugins.common.orthanc_api import HttpOrthanc
+from orthanc_plugins.common.secrets import destination_secret_name, open_secret_store
 from orthanc_plugins.common.settings import Settings, load_settings
 from pixl_stack.postgres import PostgresCluster
 from pixl_stack.stack import Stack
@@ -156,6 +157,12 @@ def stack(postgres: PostgresCluster, base_settings: Settings):
     except BaseException:
         native.down()  # nothing half-started outlives the session
         raise
+    # PIXL's fixture projects name their secrets "test" (azure_kv_alias): send them
+    # to the stack's own FTPS and DICOMweb servers.
+    secrets = open_secret_store(base_settings)
+    for service, values in native.development_destination_settings().items():
+        for name, value in values.items():
+            secrets.set(destination_secret_name("test", service, name), value)
     auth = base_settings.orthanc_auth
     yield RunningStack(
         stack=native,

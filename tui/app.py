@@ -2,37 +2,47 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import ClassVar
 
 from textual.app import App, SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.reactive import reactive
 from textual.screen import Screen
 
 from tui.client import AuthRefused, Health, RawApiError, RawClient, Unreachable
+from tui.screens.base import PixlScreen
+from tui.screens.confirm_load import ConfirmLoadScreen
 from tui.screens.controls import ControlsScreen
 from tui.screens.export import ExportScreen
 from tui.screens.failures import FailuresScreen
+from tui.screens.file_picker import FilePickerScreen
 from tui.screens.help import HelpScreen
 from tui.screens.load import LoadScreen
 from tui.screens.overview import OverviewScreen
 
 DEFAULT_REFRESH_SECONDS = 2.0
+SCREENS_BY_MODE: dict[str, type[PixlScreen]] = {
+    "overview": OverviewScreen,
+    "load": LoadScreen,
+    "failures": FailuresScreen,
+    "controls": ControlsScreen,
+    "export": ExportScreen,
+}
+# The dialogs whose keys the help lists after the screens'.
+DIALOGS: tuple[tuple[str, type[Screen]], ...] = (
+    ("Confirming a load", ConfirmLoadScreen),
+    ("Choosing a file", FilePickerScreen),
+)
 
 
 class PixlApp(App[None]):
     CSS_PATH = "pixl.tcss"
     TITLE = "PIXL"
     SUB_TITLE = "operator console"
-    MODES = {
-        "overview": OverviewScreen,
-        "load": LoadScreen,
-        "failures": FailuresScreen,
-        "controls": ControlsScreen,
-        "export": ExportScreen,
-    }
+    MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = dict(SCREENS_BY_MODE)
     DEFAULT_MODE = "overview"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("o", "switch_mode('overview')", "Overview"),
         Binding("l", "switch_mode('load')", "Load"),
         Binding("f", "switch_mode('failures')", "Failures"),
@@ -90,18 +100,48 @@ class PixlApp(App[None]):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            sections: list[tuple[str, type]] = [("Everywhere", type(self))]
+            sections += [(screen.TITLE or mode, screen) for mode, screen in SCREENS_BY_MODE.items()]
+            self.push_screen(HelpScreen([*sections, *DIALOGS]))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Overview", "Extracts and their progress", lambda: self.switch_mode("overview"))
-        yield SystemCommand("Load an extract", "Queue a CSV cohort or an OMOP ES extract", lambda: self.switch_mode("load"))
-        yield SystemCommand("Failures", "Studies that failed or were not found; retry them", lambda: self.switch_mode("failures"))
-        yield SystemCommand("Controls", "Transfer rate, in-flight limit, pause and resume", lambda: self.switch_mode("controls"))
-        yield SystemCommand("Parquet export", "Export an extract's parquet files", lambda: self.switch_mode("export"))
-        yield SystemCommand("Pause transfers", "Stop starting new transfers from the VNA", lambda: self._set_paused(True))
-        yield SystemCommand("Resume transfers", "Start transfers from the VNA again", lambda: self._set_paused(False))
-        yield SystemCommand("Retry all failures", "Queue every failed or not-found study again", self._retry_all)
+        yield SystemCommand(
+            "Overview", "Extracts and their progress", lambda: self.switch_mode("overview")
+        )
+        yield SystemCommand(
+            "Load an extract",
+            "Queue a CSV cohort or an OMOP ES extract",
+            lambda: self.switch_mode("load"),
+        )
+        yield SystemCommand(
+            "Failures",
+            "Studies that failed or were not found; retry them",
+            lambda: self.switch_mode("failures"),
+        )
+        yield SystemCommand(
+            "Controls",
+            "Transfer rate, in-flight limit, pause and resume",
+            lambda: self.switch_mode("controls"),
+        )
+        yield SystemCommand(
+            "Parquet export",
+            "Export an extract's parquet files",
+            lambda: self.switch_mode("export"),
+        )
+        yield SystemCommand(
+            "Pause transfers",
+            "Stop starting new transfers from the VNA",
+            lambda: self._set_paused(True),
+        )
+        yield SystemCommand(
+            "Resume transfers",
+            "Start transfers from the VNA again",
+            lambda: self._set_paused(False),
+        )
+        yield SystemCommand(
+            "Retry all failures", "Queue every failed or not-found study again", self._retry_all
+        )
         yield SystemCommand("Keys", "Every key binding of every screen", self.action_help)
 
     def _set_paused(self, paused: bool) -> None:

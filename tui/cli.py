@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_wait(export, "wait until the export has finished")
 
     failures = commands.add_parser(
-        "failures", help="studies that failed or were not found (exit 6 if any)")
+        "failures", help="studies that failed or were not found (exit 6 if any)"
+    )
     failures.add_argument("--project")
     failures.add_argument("--extract")
     failures.add_argument("--json", action="store_true", help="machine-readable output")
@@ -79,10 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_wait(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--wait", action="store_true", help=help_text)
-    parser.add_argument("--poll", type=float, default=DEFAULT_POLL_SECONDS, metavar="SECONDS",
-                        help=f"seconds between checks while waiting (default {DEFAULT_POLL_SECONDS:g})")
-    parser.add_argument("--timeout", type=float, default=0, metavar="SECONDS",
-                        help="give up waiting after this long, exit 9 (default: wait forever)")
+    parser.add_argument(
+        "--poll",
+        type=float,
+        default=DEFAULT_POLL_SECONDS,
+        metavar="SECONDS",
+        help=f"seconds between checks while waiting (default {DEFAULT_POLL_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="give up waiting after this long, exit 9 (default: wait forever)",
+    )
 
 
 class TimedOut(RawApiError):
@@ -124,8 +135,11 @@ def _fail(message: str, code: int) -> int:
 
 def cmd_health(client: RawClient, _args: argparse.Namespace, out: TextIO) -> int:
     health = client.health()
-    print(f"raw {health.version} at {client.url}: database {health.database}, "
-          f"schema {health.schema_version}", file=out)
+    print(
+        f"raw {health.version} at {client.url}: database {health.database}, "
+        f"schema {health.schema_version}",
+        file=out,
+    )
     return exit_codes.OK if health.healthy else exit_codes.SERVER_ERROR
 
 
@@ -133,21 +147,29 @@ def cmd_load(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
     upload = prepare_upload(args.path)
     summary = client.load_extract(upload, dry_run=True)
     destination = ", ".join(f"{kind}: {name}" for kind, name in summary.destination.items())
-    print(f"project      {summary.project}\n"
-          f"extract      {summary.extract}\n"
-          f"studies      {summary.studies} ({summary.queued} to queue, "
-          f"{summary.already_exported} already exported)\n"
-          f"modalities   {', '.join(summary.modalities) or '-'}\n"
-          f"destination  {destination or '-'}", file=out)
+    print(
+        f"project      {summary.project}\n"
+        f"extract      {summary.extract}\n"
+        f"studies      {summary.studies} ({summary.queued} to queue, "
+        f"{summary.already_exported} already exported)\n"
+        f"modalities   {', '.join(summary.modalities) or '-'}\n"
+        f"destination  {destination or '-'}",
+        file=out,
+    )
     if args.dry_run:
         return exit_codes.OK
     if not args.yes and not _confirmed(f"Queue {summary.queued} studies? [y/N] ", out):
-        print("Not queued." + ("" if sys.stdin.isatty() else " Pass --yes to queue without asking."),
-              file=sys.stderr)
+        print(
+            "Not queued." + ("" if sys.stdin.isatty() else " Pass --yes to queue without asking."),
+            file=sys.stderr,
+        )
         return exit_codes.DECLINED
     queued = client.load_extract(upload, dry_run=False)
-    print(f"queued {queued.queued} of {queued.studies} studies of "
-          f"{queued.project} / {queued.extract}", file=out)
+    print(
+        f"queued {queued.queued} of {queued.studies} studies of "
+        f"{queued.project} / {queued.extract}",
+        file=out,
+    )
     if not args.wait:
         return exit_codes.OK
     status = _wait_for_extract(client, queued.project, queued.extract, args, out)
@@ -161,13 +183,15 @@ def _confirmed(question: str, out: TextIO) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
-def _wait_for_extract(client: RawClient, project: str, extract: str,
-                      args: argparse.Namespace, out: TextIO) -> ExtractStatus:
+def _wait_for_extract(
+    client: RawClient, project: str, extract: str, args: argparse.Namespace, out: TextIO
+) -> ExtractStatus:
     deadline = time.monotonic() + args.timeout if args.timeout else None
     last_line = ""
     while True:
-        status = next((s for s in client.extracts()
-                       if s.project == project and s.extract == extract), None)
+        status = next(
+            (s for s in client.extracts() if s.project == project and s.extract == extract), None
+        )
         if status is None:
             raise InvalidInput(f"the server does not list the extract {project} / {extract}")
         line = _status_line(status)
@@ -187,21 +211,35 @@ def _sleep_or_time_out(poll: float, deadline: float | None, what: str) -> None:
 
 def _status_line(status: ExtractStatus) -> str:
     counts = " ".join(f"{state}={n}" for state, n in status.counts.items() if n)
-    return f"{status.project} / {status.extract}: {status.finished}/{status.total} finished ({counts})"
+    return (
+        f"{status.project} / {status.extract}: {status.finished}/{status.total} finished ({counts})"
+    )
 
 
 def cmd_status(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
     extracts = client.extracts()
     if args.json:
-        _print_json([asdict(status) | {"finished": status.finished, "done": status.done}
-                     for status in extracts], out)
+        _print_json(
+            [
+                asdict(status) | {"finished": status.finished, "done": status.done}
+                for status in extracts
+            ],
+            out,
+        )
         return exit_codes.OK
     if not extracts:
         print("no extracts loaded", file=out)
     for status in extracts:
-        eta = "done" if status.done else (
-            "-" if status.eta_seconds is None else f"{status.eta_seconds:.0f}s")
-        rate = "-" if status.throughput_per_minute is None else f"{status.throughput_per_minute:.1f}/min"
+        eta = (
+            "done"
+            if status.done
+            else ("-" if status.eta_seconds is None else f"{status.eta_seconds:.0f}s")
+        )
+        rate = (
+            "-"
+            if status.throughput_per_minute is None
+            else f"{status.throughput_per_minute:.1f}/min"
+        )
         print(f"{_status_line(status)} rate={rate} eta={eta}", file=out)
         if status.last_error:
             print(f"  last error: {status.last_error}", file=out)
@@ -210,17 +248,29 @@ def cmd_status(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_export(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
     export = client.start_export(args.project, args.extract)
-    print(f"export {export.export_id} of {export.project} / {export.extract}: {export.state}", file=out)
+    print(
+        f"export {export.export_id} of {export.project} / {export.extract}: {export.state}",
+        file=out,
+    )
     if not args.wait:
         return exit_codes.OK
     deadline = time.monotonic() + args.timeout if args.timeout else None
     while export.state == "running":
         _sleep_or_time_out(args.poll, deadline, f"export {export.export_id}")
-        export = next((e for e in client.exports(args.project, args.extract)
-                       if e.export_id == export.export_id), export)
-    print(f"export {export.export_id}: {export.state}\n"
-          f"files        {export.export_dir or '-'}\n"
-          f"uploaded to  {export.uploaded_to or '-'}", file=out)
+        export = next(
+            (
+                e
+                for e in client.exports(args.project, args.extract)
+                if e.export_id == export.export_id
+            ),
+            export,
+        )
+    print(
+        f"export {export.export_id}: {export.state}\n"
+        f"files        {export.export_dir or '-'}\n"
+        f"uploaded to  {export.uploaded_to or '-'}",
+        file=out,
+    )
     if export.state != "done":
         print(f"error        {export.error or '-'}", file=out)
         return exit_codes.PARTIAL_FAILURE
@@ -235,8 +285,11 @@ def cmd_failures(client: RawClient, args: argparse.Namespace, out: TextIO) -> in
         if not failures:
             print("no failures", file=out)
         for failure in failures:
-            print(f"{failure.job_id}\t{failure.project}\t{failure.extract}\t{failure.state}\t"
-                  f"attempts={failure.attempts}\t{failure.last_error or ''}", file=out)
+            print(
+                f"{failure.job_id}\t{failure.project}\t{failure.extract}\t{failure.state}\t"
+                f"attempts={failure.attempts}\t{failure.last_error or ''}",
+                file=out,
+            )
     return exit_codes.PARTIAL_FAILURE if failures else exit_codes.OK
 
 
@@ -256,13 +309,17 @@ def cmd_controls(client: RawClient, args: argparse.Namespace, out: TextIO) -> in
         controls = client.controls()
     else:
         controls = client.set_controls(
-            max_in_flight=args.in_flight, studies_per_second=args.rate, paused=paused)
+            max_in_flight=args.in_flight, studies_per_second=args.rate, paused=paused
+        )
     if args.json:
         _print_json(asdict(controls), out)
     else:
-        print(f"{'paused' if controls.paused else 'running'}: "
-              f"{controls.studies_per_second:g} studies/s, in flight "
-              f"{controls.in_flight}/{controls.max_in_flight}", file=out)
+        print(
+            f"{'paused' if controls.paused else 'running'}: "
+            f"{controls.studies_per_second:g} studies/s, in flight "
+            f"{controls.in_flight}/{controls.max_in_flight}",
+            file=out,
+        )
     return exit_codes.OK
 
 

@@ -30,8 +30,16 @@ T = TypeVar("T")
 END_STATES = ("exported", "not_found", "failed", "skipped")
 PROBLEM_STATES = ("not_found", "failed")
 ALL_STATES = (
-    "queued", "querying", "retrieving", "cached", "anonymising", "exporting",
-    "exported", "not_found", "failed", "skipped",
+    "queued",
+    "querying",
+    "retrieving",
+    "cached",
+    "anonymising",
+    "exporting",
+    "exported",
+    "not_found",
+    "failed",
+    "skipped",
 )
 
 
@@ -201,9 +209,7 @@ def prepare_upload(path: Path) -> ExtractUpload:
         return ExtractUpload(path, path.read_bytes(), "text/csv", path.name)
     if suffix == ".zip":
         return ExtractUpload(path, path.read_bytes(), "application/zip", path.name)
-    raise InvalidInput(
-        f"{path} is neither a CSV cohort (.csv) nor an OMOP ES extract folder"
-    )
+    raise InvalidInput(f"{path} is neither a CSV cohort (.csv) nor an OMOP ES extract folder")
 
 
 def _zip_folder(folder: Path) -> bytes:
@@ -240,8 +246,14 @@ class RawClient:
             headers["X-PIXL-Filename"] = upload.filename
         if dry_run:
             headers["X-PIXL-Dry-Run"] = "1"
-        return self._call("POST", "/pixl/extracts", _load_summary, data=upload.body,
-                          headers=headers, timeout=UPLOAD_TIMEOUT_SECONDS)
+        return self._call(
+            "POST",
+            "/pixl/extracts",
+            _load_summary,
+            data=upload.body,
+            headers=headers,
+            timeout=UPLOAD_TIMEOUT_SECONDS,
+        )
 
     def extracts(self) -> list[ExtractStatus]:
         return self._call("GET", "/pixl/extracts", _extracts)
@@ -267,8 +279,9 @@ class RawClient:
                 body["project"] = project
             if extract:
                 body["extract"] = extract
-        return self._call("POST", "/pixl/failures/retry", lambda data: int(data["retried"]),
-                          json=body)
+        return self._call(
+            "POST", "/pixl/failures/retry", lambda data: int(data["retried"]), json=body
+        )
 
     def controls(self) -> Controls:
         return self._call("GET", "/pixl/controls", _controls)
@@ -290,19 +303,31 @@ class RawClient:
         return self._call("PUT", "/pixl/controls", _controls, json=body)
 
     def start_export(self, project: str, extract: str) -> Export:
-        return self._call("POST", "/pixl/exports", _export,
-                          json={"project": project, "extract": extract})
+        return self._call(
+            "POST", "/pixl/exports", _export, json={"project": project, "extract": extract}
+        )
 
     def exports(self, project: str | None = None, extract: str | None = None) -> list[Export]:
         params = {k: v for k, v in (("project", project), ("extract", extract)) if v}
-        return self._call("GET", "/pixl/exports",
-                          lambda data: [_export(item) for item in data["exports"]], params=params)
+        return self._call(
+            "GET",
+            "/pixl/exports",
+            lambda data: [_export(item) for item in data["exports"]],
+            params=params,
+        )
 
     def destinations(self) -> list[Destination]:
         return self._call("GET", "/pixl/destinations", _destinations)
 
-    def _call(self, method: str, path: str, parse: Callable[[dict[str, Any]], T], *,
-              timeout: float = REQUEST_TIMEOUT_SECONDS, **kwargs: Any) -> T:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[dict[str, Any]], T],
+        *,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+        **kwargs: Any,
+    ) -> T:
         """One request, its answer parsed by `parse`; an answer that does not follow
         docs/rest-api.md becomes a ServerError naming what was missing."""
         payload = self._request(method, path, timeout=timeout, **kwargs)
@@ -313,8 +338,7 @@ class RawClient:
                 f"{method} {path} answered outside docs/rest-api.md ({type(exc).__name__}: {exc})"
             ) from None
 
-    def _request(self, method: str, path: str, *, timeout: float,
-                 **kwargs: Any) -> dict[str, Any]:
+    def _request(self, method: str, path: str, *, timeout: float, **kwargs: Any) -> dict[str, Any]:
         url = self.config.url + path
         try:
             response = self._session.request(method, url, timeout=timeout, **kwargs)

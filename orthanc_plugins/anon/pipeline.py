@@ -31,7 +31,7 @@ from orthanc_plugins.anon.deid.engine import (
 )
 from orthanc_plugins.anon.deid.filters import series_below_minimum
 from orthanc_plugins.anon.deid.id_map import record_id_map
-from orthanc_plugins.common.job_queue import claim_job, move_job, schedule_retry
+from orthanc_plugins.common.job_queue import claim_job, move_job, renew_lease, schedule_retry
 from orthanc_plugins.common.orthanc_api import HttpOrthanc, OrthancApi, get_json
 from orthanc_plugins.common.secrets import SecretStore, project_key
 from orthanc_plugins.common.settings import Settings
@@ -40,10 +40,8 @@ from pixl_hooks.types import DestinationError, ExportableStudy
 
 logger = logging.getLogger(__name__)
 
-LEASE_SECONDS = 300.0
-RETRY_BASE_SECONDS = 10.0
-RETRY_CAP_SECONDS = 600.0
-MAX_ATTEMPTS = 12
+# The lease is renewed every this many instances while a study is de-identified.
+RENEW_EVERY_INSTANCES = 25
 
 
 @dataclass
@@ -102,11 +100,16 @@ class StudyAnonymiser:
     def run_once(self, conn: psycopg.Connection) -> bool:
         """Do one step of one job; False when there was nothing to do."""
         for state, step in (("exporting", self.export), ("anonymising", self.anonymise)):
-            job = claim_job(conn, (state,), state, self.owner, LEASE_SECONDS, AnonJob)
+            job = claim_job(conn, (state,), state, self.owner, self.settings.job_lease_seconds, AnonJob)
             if job is not None:
                 step(conn, job)
                 return True
         return False
+
+    def _retry(self, conn: psycopg.Connection, job: AnonJob, error: str, state: str) -> None:
+        schedule_retry(conn, job, self.owner, error, base=self.settings.retry_base_seconds,
+                       cap=self.settings.retry_max_seconds,
+                       max_attempts=self.settings.max_attempts, state=state)
 
     def project(self, slug: str) -> CompiledProject:
         if slug not in self._projects:
@@ -124,9 +127,7 @@ class StudyAnonymiser:
             # Raw unreachable, anon's storage failing, a broken project file:
             # all worth another try later; the message names no patient.
             logger.warning("job %s: de-identification failed: %s", job.id, _describe(exc))
-            schedule_retry(conn, job, self.owner, f"de-identification failed: {_describe(exc)}",
-                           base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS,
-                           max_attempts=MAX_ATTEMPTS, state="anonymising")
+            self._retry(conn, job, f"de-identification failed: {_describe(exc)}", "anonymising")
             return
         if outcome.kept == 0:
             reasons = sorted({*outcome.dropped, *outcome.quarantined})
@@ -148,7 +149,9 @@ class StudyAnonymiser:
         dropped: Counter = Counter()
         quarantined: Counter = Counter()
         pairs = []
-        for instance_id in self._wanted_instances(raw, job):
+        for count, instance_id in enumerate(self._wanted_instances(raw, job), start=1):
+            if count % RENEW_EVERY_INSTANCES == 0:
+                renew_lease(conn, job.id, self.owner, self.settings.job_lease_seconds)
             result = deidentify_instance(raw.get(f"/instances/{instance_id}/file"), project, key)
             if result.status == "kept":
                 stored = json.loads(self.anon.post("/instances", result.data or b""))
@@ -208,8 +211,7 @@ class StudyAnonymiser:
         except DestinationError as exc:
             logger.warning("job %s: export of %s failed: %s", job.id, job.pseudo_study_uid, exc)
             if exc.retryable:
-                schedule_retry(conn, job, self.owner, str(exc), base=RETRY_BASE_SECONDS,
-                               cap=RETRY_CAP_SECONDS, max_attempts=MAX_ATTEMPTS, state="exporting")
+                self._retry(conn, job, str(exc), "exporting")
             else:
                 move_job(conn, job.id, self.owner, "failed", last_error=str(exc)[:500])
             return

@@ -80,7 +80,8 @@ class Settings:
     # raw's work queue (orthanc_plugins/raw): a second archive asked only when
     # the primary lacks a study ("" = none), how long a claimed job is held
     # before another instance may take it back, and retry/backoff limits.
-    secondary_vna_modality: str = field(default="")
+    # An optional second archive, asked only when the primary lacks a study.
+    secondary_vna: OrthancNode | None = field(default=None)
     job_lease_seconds: float = field(default=60.0)
     retry_base_seconds: float = field(default=5.0)
     retry_max_seconds: float = field(default=600.0)
@@ -93,6 +94,11 @@ class Settings:
             f"host={self.pg_host} port={self.pg_port} dbname={self.pg_database} "
             f"user={self.pg_user} password={self.pg_password}"
         )
+
+    @property
+    def secondary_vna_modality(self) -> str:
+        """raw's name for the secondary archive (in its DicomModalities), or ""."""
+        return self.secondary_vna.name if self.secondary_vna else ""
 
     @property
     def orthanc_auth(self) -> tuple[str, str]:
@@ -116,6 +122,17 @@ def load_env_file(path: Path | None = None) -> None:
         if not sep or not key.strip().isidentifier():
             raise ValueError(f"{path}:{number}: expected KEY=value")
         os.environ.setdefault(key.strip(), value.strip().strip("'\""))
+
+
+def _secondary_vna() -> OrthancNode | None:
+    aet = _env("PIXL_SECONDARY_VNA_AE_TITLE", "")
+    if not aet:
+        return None
+    return OrthancNode(
+        name="secondary-vna", aet=aet, http_port=0,
+        dicom_port=_env_int("PIXL_SECONDARY_VNA_DICOM_PORT", 104),
+        host=_env("PIXL_SECONDARY_VNA_HOST", "127.0.0.1"),
+    )
 
 
 def load_settings() -> Settings:
@@ -170,7 +187,7 @@ def load_settings() -> Settings:
         secrets_backend=_env("PIXL_SECRETS_BACKEND", "file"),
         secrets_file=Path(_env("PIXL_SECRETS_FILE", str(state_dir / "secrets" / "secrets.json"))),
         instance_name=_env("PIXL_INSTANCE_NAME", ""),
-        secondary_vna_modality=_env("PIXL_SECONDARY_VNA_MODALITY", ""),
+        secondary_vna=_secondary_vna(),
         job_lease_seconds=_env_float("PIXL_JOB_LEASE_SECONDS", 60.0),
         retry_base_seconds=_env_float("PIXL_RETRY_BASE_SECONDS", 5.0),
         retry_max_seconds=_env_float("PIXL_RETRY_MAX_SECONDS", 600.0),

@@ -7,7 +7,6 @@ are named by their internal ID.
 
 from __future__ import annotations
 
-import importlib
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,10 +15,12 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
+from orthanc_plugins.common.parquet_export import ParquetExportError, run_parquet_export
 from orthanc_plugins.common.plugin_support import ApiError, ApiRequest, ApiResponse
 from orthanc_plugins.common.settings import Settings
 from orthanc_plugins.raw import queue, throttle
 from orthanc_plugins.raw.extracts import ExtractError, queue_extract, read_upload
+from pixl_hooks import plugins
 
 # Throughput is measured over this window of jobs that reached 'cached'.
 THROUGHPUT_WINDOW_MINUTES = 10
@@ -164,14 +165,6 @@ def put_controls(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection)
 # --- parquet exports and destinations (implemented by other modules) -------------
 
 
-def _optional(module: str, name: str) -> Callable | None:
-    """A function of a module another part of PIXL provides, or None while it does not exist yet."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
-
-
 def start_export(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
     body = _object_body(request)
     project, extract = body.get("project"), body.get("extract")
@@ -180,11 +173,11 @@ def start_export(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection)
     if conn.execute("SELECT 1 FROM extracts WHERE project_slug = %s AND extract_name = %s",
                     (project, extract)).fetchone() is None:
         raise ApiError(404, f"no extract {extract!r} of project {project!r}")
-    run_parquet_export = _optional("orthanc_plugins.common.parquet_export", "run_parquet_export")
-    if run_parquet_export is None:
-        raise ApiError(501, "the parquet export is not available in this version")
-    result = run_parquet_export(conn, ctx.settings, project, extract)
-    return ApiResponse(200, result if isinstance(result, dict) else {"result": result})
+    try:
+        result = run_parquet_export(conn, ctx.settings, project, extract)
+    except ParquetExportError as exc:
+        raise ApiError(409, str(exc)) from None
+    return ApiResponse(200, _export_rows(conn, ["p.id = %(id)s"], {"id": result.export_id})[0])
 
 
 def list_exports(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
@@ -193,6 +186,10 @@ def list_exports(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection)
         if request.query.get(key):
             conditions.append(f"{column} = %({key})s")
             params[key] = request.query[key]
+    return ApiResponse(200, {"exports": _export_rows(conn, conditions, params)})
+
+
+def _export_rows(conn: psycopg.Connection, conditions: list[str], params: dict) -> list[dict]:
     rows = conn.cursor(row_factory=dict_row).execute(
         "SELECT p.id AS export_id, e.project_slug AS project, e.extract_name AS extract, p.state,"
         " p.started_at, p.finished_at, p.export_dir, p.destination, p.uploaded_to, p.error"
@@ -203,14 +200,11 @@ def list_exports(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection)
     for row in rows:
         for key in ("started_at", "finished_at"):
             row[key] = row[key].isoformat() if row[key] else None
-    return ApiResponse(200, {"exports": rows})
+    return rows
 
 
 def list_destinations(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
-    lister = _optional("pixl_hooks.plugins", "list_destinations")
-    if lister is None:
-        raise ApiError(501, "destination plugins are not available in this version")
-    return ApiResponse(200, {"destinations": lister()})
+    return ApiResponse(200, {"destinations": plugins.list_destinations()})
 
 
 def _object_body(request: ApiRequest) -> dict:

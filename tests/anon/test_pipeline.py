@@ -33,8 +33,9 @@ ALIAS = "demo"
 
 @pytest.fixture
 def demo_settings(pixl_settings):
+    # A long backoff, so that "not due again yet" holds however slow the machine.
     return dataclasses.replace(pixl_settings, projects_dir=REPO_ROOT / "projects",
-                               tag_rules_dir=REPO_ROOT / "tag_rules")
+                               tag_rules_dir=REPO_ROOT / "tag_rules", retry_base_seconds=60)
 
 
 def _closed_port() -> int:
@@ -44,11 +45,7 @@ def _closed_port() -> int:
 
 
 def _configure_ftps(secrets, stack_settings, port: int) -> None:
-    values = {
-        "host": "127.0.0.1", "port": str(port), "username": stack_settings.ftps_username,
-        "password": stack_settings.ftps_password,
-        "ca-cert": Stack(stack_settings).ftps_certificate.read_text(),
-    }
+    values = Stack(stack_settings).development_destination_settings()["ftp"] | {"port": str(port)}
     for name, value in values.items():
         secrets.set(destination_secret_name(ALIAS, "ftp", name), value)
 

@@ -24,39 +24,90 @@ from tui.client import ClientConfig, RawClient
 FIXED_URL = "http://raw.pixl.test"
 
 FIXED_PAYLOADS: dict[str, dict] = {
-    "/pixl/health": {"service": "raw", "version": "0.1.0", "database": "ok",
-                     "schema_version": 3, "healthy": True},
-    "/pixl/extracts": {"extracts": [
-        {"project": "test-extract-uclh-omop-cdm", "extract": "2023-12-07t14-08-58",
-         "loaded_at": "2024-05-01T09:00:00+00:00", "total": 40,
-         "counts": {"queued": 10, "retrieving": 3, "anonymising": 2, "exported": 22,
-                    "not_found": 2, "failed": 1},
-         "throughput_per_minute": 12.5, "eta_seconds": 72,
-         "last_error": "C-MOVE from the VNA timed out after 120 s",
-         "last_error_at": "2024-05-01T09:12:00+00:00"},
-        {"project": "ms-pinpoint-test", "extract": "2023-01-01t00-01-00",
-         "loaded_at": "2024-04-30T17:00:00+00:00", "total": 3,
-         "counts": {"exported": 3}, "throughput_per_minute": None, "eta_seconds": None,
-         "last_error": None, "last_error_at": None},
-    ]},
-    "/pixl/failures": {"failures": [
-        {"job_id": 17, "project": "test-extract-uclh-omop-cdm", "extract": "2023-12-07t14-08-58",
-         "state": "failed", "attempts": 3, "last_error": "C-MOVE from the VNA timed out after 120 s",
-         "updated_at": "2024-05-01T09:12:00+00:00"},
-        {"job_id": 21, "project": "test-extract-uclh-omop-cdm", "extract": "2023-12-07t14-08-58",
-         "state": "not_found", "attempts": 1, "last_error": "the VNA has no such study",
-         "updated_at": "2024-05-01T09:05:00+00:00"},
-    ]},
-    "/pixl/controls": {"max_in_flight": 5, "studies_per_second": 2.5, "paused": False,
-                       "in_flight": 3},
-    "/pixl/exports": {"exports": [
-        {"export_id": 4, "project": "ms-pinpoint-test", "extract": "2023-01-01t00-01-00",
-         "state": "done", "started_at": "2024-04-30T18:00:00+00:00",
-         "finished_at": "2024-04-30T18:00:05+00:00",
-         "export_dir": "/srv/pixl/exports/ms-pinpoint-test/all_extracts/2023-01-01t00-01-00",
-         "destination": "ftps", "uploaded_to": "ms-pinpoint-test/2023-01-01t00-01-00/parquet",
-         "error": None},
-    ]},
+    "/pixl/health": {
+        "service": "raw",
+        "version": "0.1.0",
+        "database": "ok",
+        "schema_version": 3,
+        "healthy": True,
+    },
+    "/pixl/extracts": {
+        "extracts": [
+            {
+                "project": "test-extract-uclh-omop-cdm",
+                "extract": "2023-12-07t14-08-58",
+                "loaded_at": "2024-05-01T09:00:00+00:00",
+                "total": 40,
+                "counts": {
+                    "queued": 10,
+                    "retrieving": 3,
+                    "anonymising": 2,
+                    "exported": 22,
+                    "not_found": 2,
+                    "failed": 1,
+                },
+                "throughput_per_minute": 12.5,
+                "eta_seconds": 72,
+                "last_error": "C-MOVE from the VNA timed out after 120 s",
+                "last_error_at": "2024-05-01T09:12:00+00:00",
+            },
+            {
+                "project": "ms-pinpoint-test",
+                "extract": "2023-01-01t00-01-00",
+                "loaded_at": "2024-04-30T17:00:00+00:00",
+                "total": 3,
+                "counts": {"exported": 3},
+                "throughput_per_minute": None,
+                "eta_seconds": None,
+                "last_error": None,
+                "last_error_at": None,
+            },
+        ]
+    },
+    "/pixl/failures": {
+        "failures": [
+            {
+                "job_id": 17,
+                "project": "test-extract-uclh-omop-cdm",
+                "extract": "2023-12-07t14-08-58",
+                "state": "failed",
+                "attempts": 3,
+                "last_error": "C-MOVE from the VNA timed out after 120 s",
+                "updated_at": "2024-05-01T09:12:00+00:00",
+            },
+            {
+                "job_id": 21,
+                "project": "test-extract-uclh-omop-cdm",
+                "extract": "2023-12-07t14-08-58",
+                "state": "not_found",
+                "attempts": 1,
+                "last_error": "the VNA has no such study",
+                "updated_at": "2024-05-01T09:05:00+00:00",
+            },
+        ]
+    },
+    "/pixl/controls": {
+        "max_in_flight": 5,
+        "studies_per_second": 2.5,
+        "paused": False,
+        "in_flight": 3,
+    },
+    "/pixl/exports": {
+        "exports": [
+            {
+                "export_id": 4,
+                "project": "ms-pinpoint-test",
+                "extract": "2023-01-01t00-01-00",
+                "state": "done",
+                "started_at": "2024-04-30T18:00:00+00:00",
+                "finished_at": "2024-04-30T18:00:05+00:00",
+                "export_dir": "/srv/pixl/exports/ms-pinpoint-test/all_extracts/2023-01-01t00-01-00",
+                "destination": "ftps",
+                "uploaded_to": "ms-pinpoint-test/2023-01-01t00-01-00/parquet",
+                "error": None,
+            },
+        ]
+    },
 }
 
 
@@ -112,15 +163,20 @@ def write_cohort(tmp_path: Path) -> Callable[..., Path]:
     def write(studies: int = 3, project: str = TEST_PROJECT) -> Path:
         number = next(_cohort_numbers)
         generated = datetime.datetime(2031, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(
-            hours=os.getpid() % 1000, minutes=number)
+            hours=os.getpid() % 1000, minutes=number
+        )
         path = tmp_path / f"cohort-{number}.csv"
-        header = ("procedure_id,mrn,accession_number,project_name,extract_generated_timestamp,"
-                  "study_date,study_uid,participant_id")
+        header = (
+            "procedure_id,mrn,accession_number,project_name,extract_generated_timestamp,"
+            "study_date,study_uid,participant_id"
+        )
         lines = [header]
         for study in range(studies):
-            lines.append(f"{number * 100 + study},tui-mrn-{number}-{study},TUI{number:03d}{study:03d},"
-                         f"{project},{generated.isoformat()},2022-01-01,"
-                         f"1.2.826.0.1.3680043.10.1.{number}.{study},")
+            lines.append(
+                f"{number * 100 + study},tui-mrn-{number}-{study},TUI{number:03d}{study:03d},"
+                f"{project},{generated.isoformat()},2022-01-01,"
+                f"1.2.826.0.1.3680043.10.1.{number}.{study},"
+            )
         path.write_text("\n".join(lines) + "\n")
         return path
 
@@ -138,16 +194,21 @@ def restore_controls(raw_client: RawClient) -> Iterator[RawClient]:
     """Put the shared transfer controls back as they were, whatever the test did."""
     before = raw_client.controls()
     yield raw_client
-    raw_client.set_controls(max_in_flight=before.max_in_flight,
-                            studies_per_second=before.studies_per_second, paused=before.paused)
+    raw_client.set_controls(
+        max_in_flight=before.max_in_flight,
+        studies_per_second=before.studies_per_second,
+        paused=before.paused,
+    )
 
 
 @pytest.fixture
 def stack_env(stack, monkeypatch) -> dict[str, str]:
     """The environment pixl-tui reads, pointing at the stack."""
-    env = {"PIXL_RAW_URL": stack.settings.raw.url,
-           "ORTHANC_USERNAME": stack.settings.orthanc_username,
-           "ORTHANC_PASSWORD": stack.settings.orthanc_password}
+    env = {
+        "PIXL_RAW_URL": stack.settings.raw.url,
+        "ORTHANC_USERNAME": stack.settings.orthanc_username,
+        "ORTHANC_PASSWORD": stack.settings.orthanc_password,
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env

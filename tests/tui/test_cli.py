@@ -22,28 +22,37 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def status_of(capsys, project: str, extract: str) -> dict | None:
     code, out, _ = run(capsys, "status", "--json")
     assert code == exit_codes.OK
-    return next((item for item in json.loads(out)
-                 if item["project"] == project and item["extract"] == extract), None)
+    return next(
+        (
+            item
+            for item in json.loads(out)
+            if item["project"] == project and item["extract"] == extract
+        ),
+        None,
+    )
 
 
 def test_load_of_a_missing_path_is_invalid_input(capsys, tmp_path):
     missing = tmp_path / "nothing-here"
     assert run(capsys, "--url", "http://127.0.0.1:9", "load", str(missing)) == (
-        exit_codes.INVALID_INPUT, "", f"pixl-tui: no such file or folder: {missing}\n")
+        exit_codes.INVALID_INPUT,
+        "",
+        f"pixl-tui: no such file or folder: {missing}\n",
+    )
 
 
 def test_load_of_a_folder_that_is_not_an_omop_extract_is_invalid_input(capsys, tmp_path):
     code, _, err = run(capsys, "--url", "http://127.0.0.1:9", "load", str(tmp_path))
     assert code == exit_codes.INVALID_INPUT
-    assert err == (f"pixl-tui: {tmp_path} is a folder without extract_summary.json: "
-                   "not an OMOP ES extract\n")
+    assert err == (
+        f"pixl-tui: {tmp_path} is a folder without extract_summary.json: not an OMOP ES extract\n"
+    )
 
 
 def test_retry_needs_job_ids_or_all(capsys):
     code, _, err = run(capsys, "--url", "http://127.0.0.1:9", "retry")
     assert code == exit_codes.INVALID_INPUT
     assert "name the JOB_IDs to retry, or pass --all" in err
-
 
 
 @pytest.mark.stack
@@ -70,12 +79,23 @@ def test_load_without_yes_off_a_terminal_is_declined(stack_env, capsys, write_co
 
 @pytest.mark.stack
 def test_load_wait_ends_in_partial_failure_when_studies_are_not_found(
-        stack_env, capsys, write_cohort):
-    code, out, _ = run(capsys, "load", str(write_cohort(studies=3)), "--yes", "--wait",
-                       "--poll", "0.5", "--timeout", "120")
+    stack_env, capsys, write_cohort
+):
+    code, out, _ = run(
+        capsys,
+        "load",
+        str(write_cohort(studies=3)),
+        "--yes",
+        "--wait",
+        "--poll",
+        "0.5",
+        "--timeout",
+        "120",
+    )
     assert code == exit_codes.PARTIAL_FAILURE, out
-    extract = dict(line.split(None, 1) for line in out.splitlines()
-                   if line.startswith("extract "))["extract"]
+    extract = dict(line.split(None, 1) for line in out.splitlines() if line.startswith("extract "))[
+        "extract"
+    ]
     assert f"queued 3 of 3 studies of {OMOP_PROJECT} / {extract}" in out
     status = status_of(capsys, OMOP_PROJECT, extract)
     assert status["total"] == 3 and status["counts"].get("not_found") == 3 and status["done"]
@@ -100,7 +120,8 @@ def test_failures_of_an_extract_without_any_exit_ok(stack_env, capsys):
 
 @pytest.mark.stack
 def test_an_unknown_project_is_invalid_input_with_the_servers_reason(
-        stack_env, capsys, write_cohort):
+    stack_env, capsys, write_cohort
+):
     code, _, err = run(capsys, "load", str(write_cohort(project="no-such-project")), "--yes")
     assert code == exit_codes.INVALID_INPUT
     assert err.startswith("pixl-tui: ") and "no-such-project" in err
@@ -112,7 +133,10 @@ def test_controls_change_and_show(stack_env, capsys, restore_controls):
     assert code == exit_codes.OK
     changed = json.loads(out)
     assert (changed["studies_per_second"], changed["max_in_flight"], changed["paused"]) == (
-        3.5, 2, True)
+        3.5,
+        2,
+        True,
+    )
     code, out, _ = run(capsys, "controls", "--resume")
     assert code == exit_codes.OK
     assert out.startswith("running: 3.5 studies/s, in flight ") and out.endswith("/2\n")
@@ -130,10 +154,12 @@ def test_a_rate_of_zero_is_refused_by_the_server(stack_env, capsys, restore_cont
 def test_export_wait_says_where_the_files_went(stack_env, capsys, pixl_fixtures):
     code, out, _ = run(capsys, "load", str(pixl_fixtures / "omop"), "--yes")
     assert code == exit_codes.OK, out
-    extract = dict(line.split(None, 1) for line in out.splitlines()
-                   if line.startswith("extract "))["extract"]
-    code, out, _ = run(capsys, "export", OMOP_PROJECT, extract, "--wait", "--poll", "0.5",
-                       "--timeout", "120")
+    extract = dict(line.split(None, 1) for line in out.splitlines() if line.startswith("extract "))[
+        "extract"
+    ]
+    code, out, _ = run(
+        capsys, "export", OMOP_PROJECT, extract, "--wait", "--poll", "0.5", "--timeout", "120"
+    )
     assert code == exit_codes.OK, out
     files = dict(line.split(None, 1) for line in out.splitlines()[1:] if " " in line)["files"]
     assert (Path(files) / "radiology" / "IMAGE_LINKER.parquet").is_file()

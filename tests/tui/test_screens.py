@@ -52,8 +52,9 @@ async def test_overview_shows_progress_of_a_loaded_extract(raw_client, write_coh
     async with app.run_test(size=(140, 40)) as pilot:
         table = app.screen.query_one(ExtractTable)
         await wait_until(pilot, lambda: key in table.rows, "the extract appears")
-        await wait_until(pilot, lambda: str(table.get_cell(key, "done")) == "3/3",
-                         "all three studies end")
+        await wait_until(
+            pilot, lambda: str(table.get_cell(key, "done")) == "3/3", "all three studies end"
+        )
         assert str(table.get_cell(key, "problems")) == "3"  # none is in the VNA
         assert str(table.get_cell(key, "eta")) == "done"
         table.move_cursor(row=table.get_row_index(key))
@@ -69,18 +70,21 @@ async def test_load_screen_confirms_a_summary_then_queues(raw_client, pixl_fixtu
         await pilot.press("l")
         await type_into(pilot, "#path", str(pixl_fixtures / "omop"))
         await pilot.press("enter")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmLoadScreen),
-                         "the summary to confirm")
+        await wait_until(
+            pilot, lambda: isinstance(app.screen, ConfirmLoadScreen), "the summary to confirm"
+        )
         summary = app.screen.summary
         assert (summary.project, summary.modalities) == (OMOP_PROJECT, ["DX", "CR"])
         assert summary.destination == {"dicom": "ftps", "parquet": "ftps"}
         assert summary.dry_run is True and summary.studies > 0
         await pilot.press("y")
-        await wait_until(pilot, lambda: text_of(app, "#load-result").startswith("Queued "),
-                         "the load's result")
+        await wait_until(
+            pilot, lambda: text_of(app, "#load-result").startswith("Queued "), "the load's result"
+        )
         assert f"studies of {OMOP_PROJECT} / {summary.extract}" in text_of(app, "#load-result")
         assert (OMOP_PROJECT, summary.extract) in {
-            (s.project, s.extract) for s in raw_client.extracts()}
+            (s.project, s.extract) for s in raw_client.extracts()
+        }
 
 
 async def test_load_screen_cancel_queues_nothing(raw_client, write_cohort):
@@ -143,14 +147,24 @@ async def test_controls_screen_changes_rate_limit_and_pauses(restore_controls):
         await type_into(pilot, "#rate", "3.5")
         await type_into(pilot, "#in-flight", "2")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: (client.controls().studies_per_second,
-                                         client.controls().max_in_flight) == (3.5, 2), "the change")
-        assert "3.5 studies per second" in text_of(app, "#current")
+        await wait_until(
+            pilot,
+            lambda: (
+                (client.controls().studies_per_second, client.controls().max_in_flight) == (3.5, 2)
+            ),
+            "the change",
+        )
+        await wait_until(
+            pilot, lambda: "3.5 studies per second" in screen_text(app), "the new rate"
+        )
         paused_before = client.controls().paused
         await pilot.press("escape", "p")
         await wait_until(pilot, lambda: client.controls().paused is not paused_before, "pause")
-        await wait_until(pilot, lambda: ("PAUSED" in text_of(app, "#current")) is not paused_before,
-                         "the screen to show it")
+        await wait_until(
+            pilot,
+            lambda: ("PAUSED" in screen_text(app)) is not paused_before,
+            "the screen to show it",
+        )
         await pilot.press("p")
         await wait_until(pilot, lambda: client.controls().paused is paused_before, "resume")
 
@@ -172,8 +186,11 @@ async def test_export_screen_starts_and_watches_an_export(raw_client, pixl_fixtu
     async with app.run_test(size=(160, 40)) as pilot:
         await pilot.press("e")
         select = app.screen.query_one(Select)
-        await wait_until(pilot, lambda: any(value == (project, extract)
-                                            for _label, value in select._options), "the choice")
+        await wait_until(
+            pilot,
+            lambda: any(value == (project, extract) for _label, value in select._options),
+            "the choice",
+        )
         select.value = (project, extract)
         before = {e.export_id for e in raw_client.exports(project, extract)}
         await pilot.press("s")
@@ -190,7 +207,8 @@ async def test_export_screen_starts_and_watches_an_export(raw_client, pixl_fixtu
         await settled(pilot)
         export = next(e for e in raw_client.exports(project, extract) if str(e.export_id) == key)
         assert export.export_dir and f"Files written to: {export.export_dir}" in text_of(
-            app, "#export-details")
+            app, "#export-details"
+        )
 
 
 async def test_help_screen_lists_the_keys_of_every_screen(raw_client):
@@ -200,8 +218,30 @@ async def test_help_screen_lists_the_keys_of_every_screen(raw_client):
         await settled(pilot)
         text = screen_text(app)
         assert "PIXL operator console: keys" in text
-        for expected in ("r           Retry this", "a           Retry all", "p           Pause/Resume",
-                         "s           Start export", "ctrl+b      Browse", "y           Queue"):
+        for expected in (
+            "r           Retry this",
+            "a           Retry all",
+            "p           Pause/Resume",
+            "s           Start export",
+            "ctrl+b      Browse",
+            "y           Queue",
+        ):
             assert expected in text
         await pilot.press("escape")
         assert app.screen.__class__.__name__ == "OverviewScreen"
+
+
+async def test_command_palette_pauses_and_resumes(restore_controls):
+    client = restore_controls
+    app = PixlApp(client, refresh_seconds=REFRESH)
+    async with app.run_test(size=(140, 40)) as pilot:
+        for command, paused in (("Pause transfers", True), ("Resume transfers", False)):
+            await pilot.press("ctrl+p")
+            await settled(pilot)
+            await pilot.press(*command)
+            await pilot.pause(0.5)  # the palette searches as one types
+            await pilot.press("enter")
+            await wait_until(
+                pilot, lambda paused=paused: client.controls().paused is paused, command
+            )
+            assert app.current_mode == "controls"

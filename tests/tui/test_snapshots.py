@@ -8,18 +8,12 @@ in test_screens.py. Update after a deliberate change with
 from __future__ import annotations
 
 from textual.pilot import Pilot
+from tui_helpers import settled
 
 from tui.app import PixlApp
 
 SIZE = (120, 34)
 NEVER = 3600.0  # no live refresh during a snapshot
-
-
-async def settled(pilot: Pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 def test_overview_layout(snap_compare, fixed_client):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.table import Table
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
@@ -28,7 +30,7 @@ def summary_table(summary: LoadSummary) -> Table:
 
 
 class ConfirmLoadScreen(ModalScreen[bool]):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Queue"),
         Binding("n,escape", "answer(False)", "Cancel"),
     ]
@@ -42,7 +44,9 @@ class ConfirmLoadScreen(ModalScreen[bool]):
             yield Label("Queue this extract?", classes="dialog-title")
             yield Static(summary_table(self.summary), id="summary")
             with Horizontal(classes="dialog-buttons"):
-                yield Button(f"Queue {self.summary.queued} studies (y)", id="yes", variant="primary")
+                yield Button(
+                    f"Queue {self.summary.queued} studies (y)", id="yes", variant="primary"
+                )
                 yield Button("Cancel (n)", id="no")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.table import Table
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.validation import Integer, Number
 from textual.widgets import Button, Footer, Header, Input, Label, Static
@@ -29,7 +31,7 @@ class ControlsScreen(PixlScreen):
     TITLE = "Controls"
     # Focus no input at first, so that the letter keys switch screens at once.
     AUTO_FOCUS = ""
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         # The inputs only take numbers, so a letter can act even while one has focus.
         Binding("p", "toggle_pause", "Pause/Resume", priority=True),
         Binding("escape", "leave_input", "Leave input"),
@@ -88,8 +90,12 @@ class ControlsScreen(PixlScreen):
         self.set_paused(not (self.current.paused if self.current else False))
 
     def set_paused(self, paused: bool) -> None:
-        self.call_server(lambda: self.client.set_controls(paused=paused), self._changed,
-                         group="change", on_error=self._show_error)
+        self.call_server(
+            lambda: self.client.set_controls(paused=paused),
+            self._changed,
+            group="change",
+            on_error=self._show_error,
+        )
 
     def apply(self) -> None:
         rate_input = self.query_one("#rate", Input)
@@ -97,21 +103,28 @@ class ControlsScreen(PixlScreen):
         for field, name in ((rate_input, "rate"), (limit_input, "in-flight limit")):
             result = field.validate(field.value)
             if result is not None and not result.is_valid:
-                self._show_error(f"The {name} {field.value!r} is not valid: "
-                                 + "; ".join(result.failure_descriptions))
+                self._show_error(
+                    f"The {name} {field.value!r} is not valid: "
+                    + "; ".join(result.failure_descriptions)
+                )
                 return
         rate, limit = float(rate_input.value), int(limit_input.value)
         self.call_server(
             lambda: self.client.set_controls(studies_per_second=rate, max_in_flight=limit),
-            self._changed, group="change", on_error=self._show_error,
+            self._changed,
+            group="change",
+            on_error=self._show_error,
         )
 
     def _changed(self, controls: Controls) -> None:
         self._show_error(None)
         self.show(controls)
-        self.notify("Transfers paused." if controls.paused else
-                    f"Running at {controls.studies_per_second:g}/s, "
-                    f"at most {controls.max_in_flight} in flight.")
+        self.notify(
+            "Transfers paused."
+            if controls.paused
+            else f"Running at {controls.studies_per_second:g}/s, "
+            f"at most {controls.max_in_flight} in flight."
+        )
 
     def _show_error(self, error: object | None) -> None:
         widget = self.query_one("#controls-error", Static)

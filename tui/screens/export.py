@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Footer, Header, Select, Static
 
@@ -43,7 +45,9 @@ def export_details(export: Export) -> Text:
     text.append(f"Export {export.export_id}: {export.project} / {export.extract} ", style="bold")
     text.append(export.state, style=STATE_STYLES.get(export.state, ""))
     text.append(f"\nFiles written to: {export.export_dir or '—'}")
-    text.append(f"\nDestination: {export.destination or '—'}   uploaded to: {export.uploaded_to or '—'}")
+    text.append(
+        f"\nDestination: {export.destination or '—'}   uploaded to: {export.uploaded_to or '—'}"
+    )
     if export.error:
         text.append("\nError: ", style="bold red")
         text.append(export.error)
@@ -52,7 +56,7 @@ def export_details(export: Export) -> Text:
 
 class ExportScreen(PixlScreen):
     TITLE = "Parquet export"
-    BINDINGS = [Binding("s", "start", "Start export")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("s", "start", "Start export")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -86,7 +90,9 @@ class ExportScreen(PixlScreen):
             self._choices = choices
             select = self.query_one(Select)
             selected = select.value
-            select.set_options((f"{project} / {extract}", (project, extract)) for project, extract in choices)
+            select.set_options(
+                (f"{project} / {extract}", (project, extract)) for project, extract in choices
+            )
             if selected in choices:
                 select.value = selected
             elif len(choices) == 1:
@@ -131,8 +137,12 @@ class ExportScreen(PixlScreen):
             self.notify("Choose an extract to export first.", severity="warning")
             return
         project, extract = choice
-        self.call_server(lambda: self.client.start_export(project, extract), self._started, group="start")
+        self.call_server(
+            lambda: self.client.start_export(project, extract), self._started, group="start"
+        )
 
     def _started(self, export: Export) -> None:
-        self.notify(f"Export {export.export_id} of {export.project} / {export.extract}: {export.state}.")
+        self.notify(
+            f"Export {export.export_id} of {export.project} / {export.extract}: {export.state}."
+        )
         self.reload()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
 
 from tui.client import Failure
@@ -36,7 +38,7 @@ def failure_row(failure: Failure) -> list[object]:
 
 class FailuresScreen(PixlScreen):
     TITLE = "Failures"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "retry_one", "Retry this"),
         Binding("a", "retry_all", "Retry all"),
     ]
@@ -75,7 +77,8 @@ class FailuresScreen(PixlScreen):
         summary.update(
             f"{len(failures)} studies need attention: {len(failures) - not_found} failed, "
             f"{not_found} not found. r retries the highlighted one, a retries all."
-            if failures else "No failures."
+            if failures
+            else "No failures."
         )
 
     def action_retry_one(self) -> None:

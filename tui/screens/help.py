@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.table import Table
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
@@ -16,8 +18,14 @@ INTRO = (
 
 
 def bindings_table(title: str, bindings: list[Binding]) -> Table:
-    table = Table(title=title, title_justify="left", title_style="bold", box=None,
-                  show_header=False, padding=(0, 2))
+    table = Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        box=None,
+        show_header=False,
+        padding=(0, 2),
+    )
     table.add_column(style="bold cyan", min_width=8)
     table.add_column()
     for binding in bindings:
@@ -26,19 +34,18 @@ def bindings_table(title: str, bindings: list[Binding]) -> Table:
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,question_mark,q", "dismiss", "Close")]
+
+    def __init__(self, sections: list[tuple[str, type]]) -> None:
+        """`sections`: (title, class) pairs; each class's own bindings make a table."""
+        super().__init__()
+        self.sections = sections
 
     def compose(self) -> ComposeResult:
-        from tui.screens.confirm_load import ConfirmLoadScreen
-        from tui.screens.file_picker import FilePickerScreen
-
-        sections = [("Everywhere", type(self.app))]
-        sections += [(str(screen.TITLE), screen) for screen in type(self.app).MODES.values()]
-        sections += [("Confirming a load", ConfirmLoadScreen), ("Choosing a file", FilePickerScreen)]
         with VerticalScroll(id="help-dialog", classes="dialog"):
             yield Label("PIXL operator console: keys", classes="dialog-title")
             yield Static(INTRO, id="help-intro")
-            for title, owner in sections:
+            for title, owner in self.sections:
                 own = _described_bindings(owner)
                 if own:
                     yield Static(bindings_table(title, own))

@@ -7,9 +7,10 @@ Nothing is queued before the operator has seen what the server understood
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Footer, Header, Input, Label, Static
 
@@ -22,7 +23,7 @@ from tui.widgets.connection_bar import ConnectionBar
 
 class LoadScreen(PixlScreen):
     TITLE = "Load an extract"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+b", "browse", "Browse"),
         Binding("escape", "leave_input", "Leave input"),
     ]
@@ -31,7 +32,9 @@ class LoadScreen(PixlScreen):
         yield Header()
         yield ConnectionBar(id="connection")
         with Vertical(id="load-form"):
-            yield Label("A CSV cohort, or an OMOP ES extract folder (the one holding extract_summary.json)")
+            yield Label(
+                "A CSV cohort, or an OMOP ES extract folder (the one holding extract_summary.json)"
+            )
             with Horizontal(id="path-row"):
                 yield Input(placeholder="path of the extract", id="path")
                 yield Button("Browse…", id="browse")

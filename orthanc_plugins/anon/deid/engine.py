@@ -51,6 +51,7 @@ from orthanc_plugins.anon.deid.leak_guard import (
     source_identifiers,
 )
 from orthanc_plugins.anon.deid.pseudonyms import Pseudonymizer
+from orthanc_plugins.anon.deid.sequences import sequence_items
 from orthanc_plugins.anon.deid.tag_rules import (
     DATE_SHIFT,
     DATE_VRS,
@@ -63,6 +64,8 @@ from orthanc_plugins.anon.deid.tag_rules import (
     TagRule,
     compile_tag_rules,
 )
+from orthanc_plugins.anon.deid.values import element_vr, first_text, text_codec
+from orthanc_plugins.anon.deid.writer import dicom_file_bytes
 from orthanc_plugins.common.projects import ProjectConfig, load_project_by_slug
 
 KEPT = "kept"
@@ -198,7 +201,7 @@ def deidentify_instance(
     ds: Dataset = source if isinstance(source, Dataset) else dcmread(BytesIO(source), force=True)
     pseudonyms = Pseudonymizer(key, project.slug)
     facts = filters.instance_facts(ds)
-    old_patient_id = str(ds.get("PatientID", "") or "").strip()
+    old_patient_id = first_text(ds, PATIENT_ID, text_codec(ds))
     old_uids = {tag: _top_uid(ds, tag) for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID,
                                                    SOP_INSTANCE_UID)}
     new_uids = {tag: pseudonyms.uid(uid) if uid else "" for tag, uid in old_uids.items()}
@@ -230,7 +233,7 @@ def deidentify_instance(
     # The identifiers are read before the rules remove them; the guard runs on the result.
     identifiers = IdentifierPattern(source_identifiers(ds), dataset_encodings(ds), _DUMMY_TEXTS)
     walk = _Walk(project.tag_rules.for_manufacturer(facts.manufacturer), pseudonyms,
-                 old_patient_id, audit)
+                 old_patient_id, audit, (ds.is_implicit_VR, ds.is_little_endian))
     apply_tag_rules(ds, walk)
     codes = add_deidentification_record(ds, walk, project.slug, masked)
     replace_file_meta(ds, new_uids[SOP_INSTANCE_UID])
@@ -244,11 +247,12 @@ def deidentify_instance(
                       ("sop_instance_uid", SOP_INSTANCE_UID)):
         if old_uids[tag]:
             pairs.append(IdPair(kind, old_uids[tag], new_uids[tag]))
-    return outcome(KEPT, None, dataset=ds, data=write_bytes(ds) if as_bytes else None,
+    return outcome(KEPT, None, dataset=ds, data=dicom_file_bytes(ds) if as_bytes else None,
                    id_pairs=tuple(pairs), option_codes=codes)
 
 
 def write_bytes(ds: Dataset) -> bytes:
+    """pydicom's own writing of any dataset (the engine's output uses `dicom_file_bytes`)."""
     buffer = BytesIO()
     dcmwrite(buffer, ds, write_like_original=False)
     return buffer.getvalue()
@@ -279,6 +283,7 @@ class _Walk:
     pseudonyms: Pseudonymizer
     patient_id: str
     audit: TagAudit | None
+    encoding: tuple[bool | None, bool | None]  # (implicit VR, little endian) of the dataset
     dates_shifted: bool = False
     dates_kept: bool = False
     private_kept: bool = False
@@ -301,19 +306,17 @@ def apply_tag_rules(ds: Dataset, walk: _Walk, path: tuple[int, ...] = ()) -> Non
     rules = walk.rules
     has_private = False
     for tag in list(elements):
-        rule = rules.get(tag)
-        if rule is None and tag == SPECIFIC_CHARACTER_SET:
+        # int(tag): a BaseTag compared with the rules' int keys would run Python code
+        rule = rules.get(int(tag))
+        if rule is None and int(tag) == SPECIFIC_CHARACTER_SET:
             rule = _CHARSET_RULE
         if rule is None or rule.op == DELETE:
             del elements[tag]
             walk.note(path, tag, "removed", "not in the allow-list" if rule is None
                       else f"delete ({rule.source})")
             continue
+        vr = element_vr(ds, tag)
         elem = elements[tag]
-        vr = elem.VR
-        if vr is None or (vr == "UN" and not tag >> 16 & 1):
-            elem = ds[tag]  # implicit VR or UN public tag: pydicom resolves the VR
-            vr = elem.VR
         if tag >> 16 & 1:
             has_private = True
         if vr == "SQ":
@@ -341,7 +344,7 @@ def _apply_to_sequence(ds: Dataset, tag: BaseTag, rule: TagRule, walk: _Walk, pa
         return
     # A kept sequence never shields its items: the same allow-list applies inside.
     walk.note(path, tag, "kept", f"keep, items filtered by the same rules ({rule.source})")
-    for item in ds[tag].value:
+    for item in sequence_items(ds, tag):
         apply_tag_rules(item, walk, path + (tag,))
 
 
@@ -357,7 +360,7 @@ def _remap_uids(ds: Dataset, tag: BaseTag, elem, rule: TagRule, walk: _Walk, pat
     if new == values:
         walk.note(path, tag, "kept", f"registered UID ({rule.source})")
         return
-    ds._dict[tag] = _encoded(tag, "UI", new)
+    ds._dict[tag] = _encoded(tag, "UI", new, walk.encoding)
     walk.note(path, tag, "UID remapped", f"{rule.op}: keyed per-project UID ({rule.source})")
 
 
@@ -393,19 +396,21 @@ def _transform(ds: Dataset, tag: BaseTag, vr: str, rule: TagRule, walk: _Walk, p
         walk.note(path, tag, "removed", f"{op} does not apply to VR {vr} ({rule.source})")
         return
     if isinstance(new_value, list):
-        ds._dict[tag] = _encoded(tag, vr, new_value)
+        ds._dict[tag] = _encoded(tag, vr, new_value, walk.encoding)
     else:
         ds._dict[tag] = DataElement(tag, vr, new_value)
     walk.note(path, tag, action, f"{op} ({rule.source})")
 
 
-def _encoded(tag: int, vr: str, values: list[str]) -> RawDataElement:
-    """A ready-to-write element for ASCII text values: pydicom writes it as it is, without
-    the cost of building and validating a DataElement."""
+def _encoded(tag: int, vr: str, values: list[str],
+             encoding: tuple[bool | None, bool | None] = (False, True)) -> RawDataElement:
+    """A ready-to-write element for ASCII text values (the same bytes in any transfer
+    syntax): written as it is, without the cost of building and validating a DataElement."""
     data = "\\".join(values).encode("ascii")
     if len(data) % 2:
         data += b"\x00" if vr == "UI" else b" "
-    return RawDataElement(BaseTag(tag), vr, len(data), data, 0, False, True)
+    implicit, little = encoding
+    return RawDataElement(BaseTag(tag), vr, len(data), data, 0, implicit, little)
 
 
 def _drop_orphan_private_elements(ds: Dataset, walk: _Walk, path: tuple[int, ...]) -> None:
@@ -470,11 +475,11 @@ def add_deidentification_record(ds: Dataset, walk: _Walk, slug: str, masked: boo
     code_values = tuple(value for value, _ in options)
     code_sequence = _code_sequence(tuple(options), ds.is_implicit_VR, ds.is_little_endian)
     temporal = "MODIFIED" if walk.dates_shifted else "UNMODIFIED" if walk.dates_kept else "REMOVED"
-    added = {
-        0x00120062: DataElement(0x00120062, "CS", "YES"),
-        0x00120063: DataElement(0x00120063, "LO", f"PIXL project {slug}"[:64]),
+    added = {  # project slugs are ASCII (slugify)
+        0x00120062: _encoded(0x00120062, "CS", ["YES"], walk.encoding),
+        0x00120063: _encoded(0x00120063, "LO", [f"PIXL project {slug}"[:64]], walk.encoding),
         0x00120064: code_sequence,
-        0x00280303: DataElement(0x00280303, "CS", temporal),
+        0x00280303: _encoded(0x00280303, "CS", [temporal], walk.encoding),
     }
     for tag, elem in added.items():
         elements[BaseTag(tag)] = elem
@@ -520,18 +525,35 @@ def _encoded_text(tag: int, vr: str, text: str, implicit: bool) -> bytes:
 
 
 def replace_file_meta(ds: Dataset, new_sop_instance_uid: str) -> None:
-    """A new file meta: nothing of the source's (its AE titles, private info) is carried over."""
+    """A new file meta: nothing of the source's (its AE titles, private info) is carried over.
+
+    Its elements are encoded here (explicit VR little endian, as PS3.10 wants), which
+    spares pydicom's validation of each one."""
+    syntax = _output_transfer_syntax(ds)
+    sop_class = _top_uid(ds, SOP_CLASS_UID)
+    elements = (
+        _meta_element(0x00020001, "OB", b"\x00\x01"),
+        _encoded(0x00020002, "UI", [sop_class]),
+        _encoded(0x00020003, "UI", [new_sop_instance_uid]),
+        _encoded(0x00020010, "UI", [syntax]),
+        _encoded(0x00020012, "UI", [IMPLEMENTATION_CLASS_UID]),
+        _encoded(0x00020013, "SH", [IMPLEMENTATION_VERSION_NAME]),
+    )
+    ds.file_meta = FileMetaDataset({elem.tag: elem for elem in elements})
+    ds.preamble = b"\x00" * 128  # a preamble can carry data (e.g. a TIFF header)
+
+
+def _output_transfer_syntax(ds: Dataset) -> str:
+    """The source's transfer syntax (the dataset is written in it); implicit VR little and
+    explicit VR big endian are named by the dataset's encoding, as pydicom does."""
+    if ds.is_implicit_VR and ds.is_little_endian:
+        return ImplicitVRLittleEndian
+    if ds.is_implicit_VR is False and ds.is_little_endian is False:
+        return ExplicitVRBigEndian
     old = getattr(ds, "file_meta", None)
     syntax = old.get("TransferSyntaxUID") if old is not None else None
-    if not syntax:
-        syntax = (ImplicitVRLittleEndian if ds.is_implicit_VR
-                  else ExplicitVRLittleEndian if ds.is_little_endian else ExplicitVRBigEndian)
-    sop_class = _top_uid(ds, SOP_CLASS_UID)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(new_sop_instance_uid)
-    meta.TransferSyntaxUID = syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    ds.file_meta = meta
-    ds.preamble = b"\x00" * 128  # a preamble can carry data (e.g. a TIFF header)
+    return str(syntax) if syntax else ExplicitVRLittleEndian
+
+
+def _meta_element(tag: int, vr: str, value: bytes) -> RawDataElement:
+    return RawDataElement(BaseTag(tag), vr, len(value), value, 0, False, True)

@@ -21,8 +21,9 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from orthanc_plugins.anon.deid.sequences import sequence_items
 from orthanc_plugins.anon.deid.tag_rules import format_tag
-from orthanc_plugins.anon.deid.values import text_codec, text_values
+from orthanc_plugins.anon.deid.values import character_set, element_vr, text_codec, text_values
 
 # Person names: every family/given/middle component is an identifier.
 NAME_TAGS = {
@@ -57,6 +58,7 @@ _SKIP_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "OF", "OD", "OL", "OV
 _PIXEL_GROUP = 0x7FE0
 _METHOD_CODES = 0x00120064  # written by the engine from PS3.15 constants only
 _MIN_LENGTH = 3  # shorter values ("US", "1") match everywhere and identify nobody
+_REGISTERED_UIDS = frozenset(UID_dictionary) | frozenset(uid.encode() for uid in UID_dictionary)
 _NOT_ALNUM_BEFORE = rb"(?<![0-9A-Za-z])"
 _NOT_ALNUM_AFTER = rb"(?![0-9A-Za-z])"
 
@@ -139,7 +141,7 @@ def source_identifiers(ds: Dataset) -> dict[str, str]:
             for variant in _variants(tag, value):
                 add(variant, kind)
     if OTHER_PATIENT_IDS_SEQUENCE in ds._dict:
-        for item in ds[OTHER_PATIENT_IDS_SEQUENCE].value or []:
+        for item in sequence_items(ds, OTHER_PATIENT_IDS_SEQUENCE):
             for value in text_values(item, PATIENT_ID, codec):
                 add(value, "OtherPatientIDsSequence")
     return found
@@ -177,24 +179,26 @@ def find_leaks(ds: Dataset, pattern: IdentifierPattern) -> list[Leak]:
 
 
 def _scannable(ds: Dataset, prefix: str) -> Iterator[tuple[str, int, bytes]]:
-    for tag, elem in list(ds._dict.items()):
-        vr = elem.VR
-        if tag >> 16 == _PIXEL_GROUP or vr in _SKIP_VRS or tag == _METHOD_CODES:
+    for tag in list(ds._dict):
+        if tag >> 16 == _PIXEL_GROUP or int(tag) == _METHOD_CODES:  # int: BaseTag.__eq__ is slow
             continue
-        if vr == "SQ" or (vr is None and ds[tag].VR == "SQ"):
-            for index, item in enumerate(ds[tag].value):
+        vr = element_vr(ds, tag)
+        if vr in _SKIP_VRS:
+            continue
+        if vr == "SQ":
+            for index, item in enumerate(sequence_items(ds, tag)):
                 yield from _scannable(item, f"{prefix}{_describe(tag)}[{index}] > ")
             continue
-        data = _as_bytes(elem)
+        data = _as_bytes(ds._dict[tag], vr)
         if data:
             yield prefix, tag, data
 
 
-def _as_bytes(elem) -> bytes:
+def _as_bytes(elem, vr: str) -> bytes:
     value = elem.value
-    if elem.VR == "UI":
-        text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
-        if text.rstrip("\0 ") in UID_dictionary:
+    if vr == "UI":
+        uid = value.rstrip(b"\0 ") if isinstance(value, bytes) else str(value or "").rstrip("\0 ")
+        if uid in _REGISTERED_UIDS:
             return b""  # a registered (class, syntax) UID is public knowledge
     if elem.is_raw:
         return value or b""
@@ -215,7 +219,7 @@ def _describe(tag: int) -> str:
 
 
 def dataset_encodings(ds: Dataset) -> list[str]:
-    charset = ds.get("SpecificCharacterSet", "ISO_IR 6") or "ISO_IR 6"
+    charset = character_set(ds) or "ISO_IR 6"
     try:
         return convert_encodings(charset)
     except (LookupError, ValueError):

@@ -7,24 +7,34 @@ UTF-8) the raw bytes decode directly; any other set goes through pydicom.
 
 from __future__ import annotations
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.valuerep import AMBIGUOUS_VR
 
 # SpecificCharacterSet values whose text is one Python codec, without code extensions.
 _SIMPLE_CODECS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
 
 
+def character_set(ds: Dataset) -> str | list[str]:
+    """SpecificCharacterSet as pydicom converts it (one term or a list of terms; "" when
+    absent), read without converting the element."""
+    elem = ds._dict.get(0x00080005)
+    value = None if elem is None else elem.value
+    if isinstance(value, bytes):
+        terms = value.decode("latin-1").rstrip("\x00 ").split("\\")
+        return terms[0] if len(terms) == 1 else terms
+    if isinstance(value, (list, MultiValue)):
+        return [str(v) for v in value]
+    return str(value or "")
+
+
 def text_codec(ds: Dataset) -> str | None:
     """The codec of the dataset's text values, or None when pydicom must decode them."""
-    elem = ds._dict.get(0x00080005)
-    if elem is None:
-        return "latin-1"
-    value = elem.value
-    if isinstance(value, bytes):
-        value = value.decode("latin-1").strip("\x00 ")
-    elif isinstance(value, (list, MultiValue)):
-        value = "\\".join(str(v) for v in value)
-    return _SIMPLE_CODECS.get(str(value or "").strip())
+    charset = character_set(ds)
+    if isinstance(charset, list):
+        charset = "\\".join(charset)
+    return _SIMPLE_CODECS.get(charset.strip())
 
 
 def text_values(ds: Dataset, tag: int, codec: str | None) -> list[str]:
@@ -47,3 +57,21 @@ def text_values(ds: Dataset, tag: int, codec: str | None) -> list[str]:
 def first_text(ds: Dataset, tag: int, codec: str | None) -> str:
     values = text_values(ds, tag, codec)
     return values[0] if values else ""
+
+
+def element_vr(ds: Dataset, tag: int) -> str:
+    """The VR of an element, without converting it where the file (explicit VR) or the
+    dictionary (a public tag with one VR, in a dataset read as implicit VR) says; otherwise
+    pydicom resolves it. (A dataset can hold implicit VR elements yet be written as explicit
+    VR, e.g. when its transfer syntax misnamed its encoding: those must be converted.)"""
+    vr = ds._dict[tag].VR
+    if vr is None and not tag >> 16 & 1 and ds.read_implicit_vr:
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            pass
+        if vr in AMBIGUOUS_VR:
+            vr = None
+    if vr is None or (vr == "UN" and not tag >> 16 & 1):
+        vr = ds[tag].VR  # converts the element: private creators, ambiguous or UN VRs
+    return vr
