@@ -6,9 +6,12 @@ A generated corpus of CT-like studies (pixl_stack.studygen, 2 series each) is
 held in memory as DICOM bytes. Each contender reads every instance from
 bytes, does its work and writes it back to bytes, so all pay the same I/O:
 
-- floor: pydicom read + write, nothing else (no engine can do less);
+- floor: pydicom read + write, nothing else (what any engine that reads and
+  writes with pydicom pays at least);
 - pixl: `deidentify_instance` with the demo project (rules, pseudonyms, date
-  shift, de-identification record, leak guard);
+  shift, de-identification record, leak guard); it reads with pydicom but
+  writes with its own encoder (the same bytes as pydicom's), so it can run
+  under the floor;
 - dicognito: `Anonymizer().anonymize` (one anonymizer, as its CLI does);
 - dicom-anonymizer: `anonymize_dataset` with its default rules.
 

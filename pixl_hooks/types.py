@@ -1,4 +1,5 @@
-"""The values that flow through PIXL's hooks, and the errors destinations raise.
+"""The values that flow through PIXL's hooks, the errors destinations raise, and
+`settings_problems` for answering `pixl_check_destination`.
 
 A destination plugin needs only this module, `pixl_hooks.hookspecs` (for the
 `hookimpl` marker) and the project configuration it is handed
@@ -8,9 +9,10 @@ A destination plugin needs only this module, `pixl_hooks.hookspecs` (for the
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -97,3 +99,13 @@ class DestinationMisconfigured(DestinationError):
 
 class UnknownDestination(DestinationMisconfigured):
     """No installed plugin provides the destination a project names."""
+
+
+def settings_problems(read_settings: Callable[..., object], *args: Any) -> list[str]:
+    """For `pixl_check_destination`: no problems if `read_settings(*args)` succeeds, else
+    the message of the `DestinationMisconfigured` it raises, as the one problem."""
+    try:
+        read_settings(*args)
+    except DestinationMisconfigured as exc:
+        return [str(exc)]
+    return []

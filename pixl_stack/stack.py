@@ -7,6 +7,7 @@ and both plugins report healthy; `down()` stops everything by recorded PID;
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ from orthanc_plugins.common.settings import OrthancNode, Settings
 from pixl_stack.ftps_server import make_self_signed_cert
 from pixl_stack.postgres import PostgresCluster
 from pixl_stack.processes import ManagedProcess, StackError, port_open, wait_until
-from pixl_stack.render import orthanc_index_database, render_config
+from pixl_stack.render import modality, orthanc_index_database, render_config
 
 ORTHANC_BINARY = os.environ.get("PIXL_ORTHANC_BINARY", "/usr/sbin/Orthanc")
 START_TIMEOUT = 90.0
@@ -31,6 +32,8 @@ class OrthancServer:
     node: OrthancNode
     template: str
     has_pixl_plugin: bool
+    settings: Settings  # what its plugin reads (an extra raw has its own AE title and ports)
+    process_name: str
 
 
 @dataclass(frozen=True)
@@ -101,10 +104,10 @@ class Stack:
         self.log_dir = self.state_dir / "logs"
         self.postgres = PostgresCluster(self.state_dir / "pg", settings.pg_port)
         self.servers = [
-            OrthancServer(settings.vna, "vna", has_pixl_plugin=False),
-            OrthancServer(settings.raw, "raw", has_pixl_plugin=True),
-            OrthancServer(settings.anon, "anon", has_pixl_plugin=True),
-            OrthancServer(settings.dicomweb_destination, "dicomweb", has_pixl_plugin=False),
+            OrthancServer(settings.vna, "vna", False, settings, "vna"),
+            OrthancServer(settings.raw, "raw", True, settings, "raw"),
+            OrthancServer(settings.anon, "anon", True, settings, "anon"),
+            OrthancServer(settings.dicomweb_destination, "dicomweb", False, settings, "dicomweb"),
         ]
 
     # -- lifecycle -------------------------------------------------------
@@ -116,22 +119,37 @@ class Stack:
             self.settings.pg_user, self.settings.pg_password, self.settings.pg_database
         )
         for server in self.servers:
-            if server.template == "raw":
-                self.postgres.ensure_role_and_database(
-                    self.settings.pg_user, self.settings.pg_password,
-                    orthanc_index_database(self.settings, server.node),
-                )
-        for server in self.servers:
             self._start_orthanc(server)
         self._start_ftps()
         for server in self.servers:
             self._wait_ready(server)
         wait_until(lambda: port_open(self.settings.ftps_port), START_TIMEOUT, "the FTPS server")
 
+    def start_raw_instance(self, name: str, port_offset: int) -> Settings:
+        """Another raw server on the same PIXL database, as when scaling out: its own
+        AE title, ports, storage and Orthanc index, known to the VNA as a C-MOVE
+        destination. Returns the settings its plugin runs with."""
+        raw = self.settings.raw
+        node = dataclasses.replace(
+            raw, aet=f"{raw.aet}{name.upper()}"[:16], http_port=raw.http_port + port_offset,
+            dicom_port=raw.dicom_port + port_offset,
+        )
+        settings = dataclasses.replace(self.settings, raw=node, instance_name=name)
+        server = OrthancServer(node, "raw", True, settings, f"raw-{name}")
+        self.servers.append(server)
+        self._start_orthanc(server)
+        self._wait_ready(server)
+        destination = modality(node, find=True, move=True, store=False)
+        response = requests.put(f"{self.settings.vna.url}/modalities/{server.process_name}",
+                                json=destination, auth=self.settings.orthanc_auth, timeout=10)
+        if response.status_code != 200:
+            raise StackError(f"the VNA refused to learn {server.process_name}: HTTP {response.status_code}")
+        return settings
+
     def down(self) -> None:
-        self._process("ftps").stop()
-        for server in reversed(self.servers):
-            self._process(server.node.name).stop()
+        # Every process that left a PID file: extra raw servers included.
+        for pid_file in sorted(self.run_dir.glob("*.pid")):
+            self._process(pid_file.stem).stop()
         self.postgres.stop()
         ports = [p for s in self.servers for p in (s.node.http_port, s.node.dicom_port)]
         ports.append(self.settings.ftps_port)
@@ -143,7 +161,7 @@ class Stack:
     def status(self) -> list[ServerStatus]:
         statuses = [self._postgres_status()]
         for server in self.servers:
-            statuses.append(self._process_status(server.node.name, server.node.url))
+            statuses.append(self._process_status(server.process_name, server.node.url))
         statuses.append(self._process_status("ftps", f"ftps://127.0.0.1:{self.settings.ftps_port}"))
         return statuses
 
@@ -169,33 +187,38 @@ class Stack:
             return ServerStatus("postgres", "crashed", pid, f"see {self.postgres.log_file}")
         return ServerStatus("postgres", "stopped", None, "")
 
-    def child_environment(self) -> dict[str, str]:
+    def child_environment(self, settings: Settings | None = None) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(settings_environment(self.settings))
+        env.update(settings_environment(settings or self.settings))
         env["TCP_NODELAY"] = "1"  # without it every DIMSE round trip waits ~50 ms
         env["PIXL_SITE_PACKAGES"] = sysconfig.get_paths()["purelib"]
         return env
 
     def _start_orthanc(self, server: OrthancServer) -> None:
-        process = self._process(server.node.name)
+        process = self._process(server.process_name)
         if process.is_running():
             return
         for port in (server.node.http_port, server.node.dicom_port):
             if port_open(port):
                 raise StackError(
-                    f"port {port} for {server.node.name} is taken by another process; "
+                    f"port {port} for {server.process_name} is taken by another process; "
                     "change it in .env (PIXL_PORT_BASE or the server's own port variable)"
                 )
-        storage = self.state_dir / "storage" / server.node.name
+        if server.template == "raw":
+            self.postgres.ensure_role_and_database(
+                server.settings.pg_user, server.settings.pg_password,
+                orthanc_index_database(server.settings, server.node),
+            )
+        storage = self.state_dir / "storage" / server.process_name
         storage.mkdir(parents=True, exist_ok=True)
-        config = render_config(server.template, self.settings, server.node, storage)
-        config_file = self.state_dir / "config" / f"{server.node.name}.json"
+        config = render_config(server.template, server.settings, server.node, storage)
+        config_file = self.state_dir / "config" / f"{server.process_name}.json"
         config_file.parent.mkdir(parents=True, exist_ok=True)
         config_file.write_text(json.dumps(config, indent=2))
         config_file.chmod(0o600)  # it holds credentials
         process.start(
             [ORTHANC_BINARY, f"--logfile={process.log_file}", str(config_file)],
-            self.child_environment(),
+            self.child_environment(server.settings),
         )
 
     @property
@@ -246,14 +269,14 @@ class Stack:
         )
 
     def _wait_ready(self, server: OrthancServer) -> None:
-        process = self._process(server.node.name)
+        process = self._process(server.process_name)
         auth = self.settings.orthanc_auth
 
         def answers() -> bool:
             if not process.is_running():
                 raise StackError(
-                    f"{server.node.name} exited during start; see {process.log_file}"
-                    f" and {self.log_dir / (server.node.name + '.out')}"
+                    f"{server.process_name} exited during start; see {process.log_file}"
+                    f" and {self.log_dir / (server.process_name + '.out')}"
                 )
             try:
                 uri = "/pixl/health" if server.has_pixl_plugin else "/system"
@@ -264,4 +287,4 @@ class Stack:
                 return False
             return not server.has_pixl_plugin or bool(response.json().get("healthy"))
 
-        wait_until(answers, START_TIMEOUT, f"{server.node.name} to answer and report healthy")
+        wait_until(answers, START_TIMEOUT, f"{server.process_name} to answer and report healthy")

@@ -221,12 +221,18 @@ class KeyVaultHandler(BaseHTTPRequestHandler):
                            "recoveryLevel": "Recoverable+Purgeable"},
         }
 
-    def do_GET(self) -> None:
+    def _secret_name(self, method: str) -> str | None:
+        """Record the request; the secret it names, or None once a 401 has been answered."""
         path = urlparse(self.path)
-        self.requests_seen.append(("GET", path.path.rstrip("/"), path.query))
+        self.requests_seen.append((method, path.path.rstrip("/"), path.query))
         if not self._authorised():
+            return None
+        return path.path.split("/")[2]
+
+    def do_GET(self) -> None:
+        name = self._secret_name("GET")
+        if name is None:
             return
-        name = path.path.split("/")[2]
         if name not in self.secrets:
             self._reply(404, {"error": {"code": "SecretNotFound",
                                         "message": f"A secret with (name/id) {name} was not found"}})
@@ -234,11 +240,9 @@ class KeyVaultHandler(BaseHTTPRequestHandler):
         self._reply(200, self._secret_body(name))
 
     def do_PUT(self) -> None:
-        path = urlparse(self.path)
-        self.requests_seen.append(("PUT", path.path.rstrip("/"), path.query))
-        if not self._authorised():
+        name = self._secret_name("PUT")
+        if name is None:
             return
-        name = path.path.split("/")[2]
         self.secrets[name] = json.loads(self._drain())["value"]
         self._reply(200, self._secret_body(name))
 

@@ -16,7 +16,7 @@ from pixl_hooks.plugins import list_destinations
 
 logger = logging.getLogger(__name__)
 
-IDLE_POLL_SECONDS = 0.5
+IDLE_POLL_SECONDS = 0.2
 
 
 class AnonService:

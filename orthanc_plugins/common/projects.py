@@ -161,6 +161,18 @@ class _Reader:
 
 # --- loading ----------------------------------------------------------------------------------
 
+
+def read_yaml_file(path: Path) -> Any:
+    """The document of a configuration YAML file (a project file or a tag-operation file);
+    a file that cannot be read or parsed is a `ProjectConfigError` naming it."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProjectConfigError(path, "(file)", f"cannot be read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ProjectConfigError(path, "(file)", f"is not valid YAML: {exc}") from exc
+
+
 _TOP_REQUIRED = {
     "project", "tag_operation_files", "allowed_manufacturers",
     "min_instances_per_series", "destination",
@@ -174,13 +186,7 @@ _TOP_OPTIONAL = {
 def load_project(path: Path, projects_dir: Path, tag_rules_dir: Path) -> ProjectConfig:
     """Read and validate one project file; referenced files must exist."""
     reader = _Reader(path)
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ProjectConfigError(path, "(file)", f"cannot be read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ProjectConfigError(path, "(file)", f"is not valid YAML: {exc}") from exc
-    top = reader.mapping(document, "", _TOP_REQUIRED, _TOP_OPTIONAL)
+    top = reader.mapping(read_yaml_file(path), "", _TOP_REQUIRED, _TOP_OPTIONAL)
 
     project = reader.mapping(top["project"], "project", {"name", "modalities"}, {"azure_kv_alias"})
     name = reader.string(project["name"], "project.name")

@@ -25,7 +25,9 @@ import pyarrow.parquet as pq
 from slugify import slugify
 
 from orthanc_plugins.common.projects import ProjectConfigError, load_project_by_slug, project_path
+from orthanc_plugins.common.secrets import SecretsError, open_secret_store
 from orthanc_plugins.common.settings import Settings
+from pixl_hooks.plugins import check_project_destinations
 
 # Values that mean "no value" in a cohort file, as pandas (used by PIXL) read them.
 NA_VALUES = frozenset(
@@ -78,13 +80,14 @@ class LoadSummary:
     modalities: list[str]
     destination: dict[str, str]
     dry_run: bool
+    destination_problems: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {
             "project": self.project, "extract": self.extract, "studies": self.studies,
             "queued": self.queued, "already_exported": self.already_exported,
             "modalities": self.modalities, "destination": self.destination,
-            "dry_run": self.dry_run,
+            "destination_problems": self.destination_problems, "dry_run": self.dry_run,
         }
 
 
@@ -343,8 +346,14 @@ def unpack_zip(body: bytes, workdir: Path) -> Path:
 # --- projects ------------------------------------------------------------------
 
 
-def project_summary(settings: Settings, slug: str) -> tuple[list[str], dict[str, str]]:
-    """(modalities, destination) of a configured project; unknown project -> ExtractError."""
+def project_summary(settings: Settings, slug: str) -> tuple[list[str], dict[str, str], list[str]]:
+    """(modalities, destination, destination problems) of a configured project.
+
+    An unknown or invalid project is an ExtractError. Destination problems (a
+    secret not set, an unknown destination) are reported, not refused: the
+    operator sees them before confirming and can fix them while studies are
+    fetched (a study whose export failed on them is retried from the failures list).
+    """
     if not project_path(slug, settings.projects_dir).is_file():
         raise ExtractError(f"unknown project {slug!r}: no {slug}.yaml in the projects folder")
     try:
@@ -352,7 +361,11 @@ def project_summary(settings: Settings, slug: str) -> tuple[list[str], dict[str,
     except ProjectConfigError as exc:
         raise ExtractError(f"project {slug!r} has an invalid configuration: {exc}") from None
     destination = {"dicom": config.dicom_destination, "parquet": config.parquet_destination}
-    return list(config.modalities), destination
+    try:
+        problems = check_project_destinations(config, open_secret_store(settings))
+    except SecretsError as exc:
+        problems = [str(exc)]
+    return list(config.modalities), destination, problems
 
 
 # --- queueing ------------------------------------------------------------------
@@ -401,7 +414,7 @@ def queue_extract(
     A dry run does the same work inside the transaction and rolls it back, so
     its counts are exactly what a real load would do.
     """
-    modalities, destination = project_summary(settings, extract.project_slug)
+    modalities, destination, problems = project_summary(settings, extract.project_slug)
     public_target = public_dir_for(settings, extract.project_slug, extract.extract_name)
     copied_public = False
     try:
@@ -421,6 +434,7 @@ def queue_extract(
         project=extract.project_slug, extract=extract.extract_name, studies=len(extract.rows),
         queued=counts.get("queued", 0), already_exported=counts.get("exported", 0),
         modalities=modalities, destination=destination, dry_run=dry_run,
+        destination_problems=problems,
     )
 
 

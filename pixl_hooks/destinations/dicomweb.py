@@ -39,6 +39,7 @@ from pixl_hooks.types import (
     DestinationRejected,
     DestinationUnavailable,
     ExportReceipt,
+    settings_problems,
 )
 
 logger = logging.getLogger(__name__)
@@ -92,11 +93,7 @@ def pixl_destinations():
 def pixl_check_destination(project, destination_name, secrets):
     if destination_name != NAME:
         return None
-    try:
-        read_settings(secrets, project)
-    except DestinationMisconfigured as exc:
-        return [str(exc)]
-    return []
+    return settings_problems(read_settings, secrets, project)
 
 
 @hookimpl

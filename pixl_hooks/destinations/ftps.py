@@ -43,6 +43,7 @@ from pixl_hooks.types import (
     DestinationRejected,
     DestinationUnavailable,
     ExportReceipt,
+    settings_problems,
 )
 
 logger = logging.getLogger(__name__)
@@ -89,13 +90,9 @@ def pixl_destinations():
 def pixl_check_destination(project, destination_name, secrets):
     if destination_name not in NAMES:
         return None
-    problems = missing_settings(secrets, project, SERVICE, REQUIRED_FIELDS)
-    if not problems:
-        try:
-            read_settings(secrets, project)
-        except DestinationMisconfigured as exc:
-            problems.append(str(exc))
-    return problems
+    return missing_settings(secrets, project, SERVICE, REQUIRED_FIELDS) or settings_problems(
+        read_settings, secrets, project
+    )
 
 
 @hookimpl

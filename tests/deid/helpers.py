@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import deid_data
+import pydicom.data
 from pydicom.dataset import Dataset
 
 from orthanc_plugins.common.settings import REPO_ROOT
@@ -22,6 +24,18 @@ def write_project(folder: Path, slug: str, body: str) -> Path:
     path = folder / f"{slug}.yaml"
     path.write_text(f'project:\n  name: "{slug}"\n' + body, encoding="utf-8")
     return path
+
+
+def third_party_files() -> list[Path]:
+    """Real DICOM files shipped in PyPI packages: pydicom's own test files (those in the
+    wheel) and the `deid-data` package's."""
+    pydicom_files = [Path(f) for f in pydicom.data.get_testdata_files()]
+    deid_files = sorted((Path(deid_data.__file__).parent / "data").rglob("*.dcm"))
+    return [
+        path for path in pydicom_files + deid_files
+        if path.is_file() and path.suffix not in (".json", ".txt", ".dump", ".gz")
+        and not path.name.startswith(("README", "DICOMDIR"))
+    ]
 
 
 def all_text(ds: Dataset) -> Iterator[tuple[str, str]]:

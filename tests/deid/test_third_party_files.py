@@ -7,56 +7,18 @@ import re
 import warnings
 from collections import Counter
 from io import BytesIO
-from pathlib import Path
 
-import deid_data
 import pydicom
-import pydicom.data
-import pytest
 
-from orthanc_plugins.anon.deid.engine import (
-    KEPT,
-    QUARANTINED,
-    deidentify_instance,
-    load_compiled_project,
-    write_bytes,
-)
+from orthanc_plugins.anon.deid.engine import KEPT, QUARANTINED, deidentify_instance, write_bytes
 
-from .helpers import KEY, TAG_RULES_DIR, all_text, write_project
+from .helpers import KEY, all_text, third_party_files
 
 IDENTIFYING_KEYWORDS = (
     "PatientName", "PatientID", "OtherPatientIDs", "AccessionNumber", "PatientBirthDate",
     "PatientAddress", "PatientTelephoneNumbers", "InstitutionName", "InstitutionAddress",
     "ReferringPhysicianName", "OperatorsName", "PerformingPhysicianName",
 )
-
-
-def _third_party_files() -> list[Path]:
-    pydicom_files = [Path(f) for f in pydicom.data.get_testdata_files()]
-    deid_files = sorted((Path(deid_data.__file__).parent / "data").rglob("*.dcm"))
-    return [
-        path for path in pydicom_files + deid_files
-        if path.is_file() and path.suffix not in (".json", ".txt", ".dump", ".gz")
-        and not path.name.startswith(("README", "DICOMDIR"))
-    ]
-
-
-@pytest.fixture(scope="module")
-def permissive(tmp_path_factory):
-    """Our rules, every modality, every manufacturer, burned-in risks allowed: the rules and
-    the leak guard are what is under test here."""
-    folder = tmp_path_factory.mktemp("projects")
-    write_project(folder, "third-party", """  modalities: ["CT", "MR", "CR", "DX", "US", "PT", "OT", "NM", "XA", "MG", "RTDOSE",
-                 "RTPLAN", "RTSTRUCT", "RTIMAGE", "SR", "ECG", "SC", "KO", "PR", "SEG"]
-tag_operation_files:
-  base: ["base.yaml", "ct.yaml", "mr.yaml", "xray.yaml", "us.yaml"]
-allowed_manufacturers:
-  - regex: ".*"
-min_instances_per_series: 1
-burned_in_text: {allow_burned_in_annotation: true, allow_secondary_capture: true, allow_screen_save: true}
-destination: {dicom: "none", parquet: "none"}
-""")
-    return load_compiled_project("third-party", folder, TAG_RULES_DIR)
 
 
 def _identifiers(ds) -> set[str]:
@@ -73,7 +35,7 @@ def _identifiers(ds) -> set[str]:
 
 
 def test_no_identifying_value_of_a_third_party_file_survives(permissive) -> None:
-    files = _third_party_files()
+    files = third_party_files()
     assert len(files) > 100
     statuses: Counter[str] = Counter()
     for path in files:

@@ -32,6 +32,12 @@ class Tmux:
             text=True,
         ).stdout
 
+    def start_pixl_tui(self, environment: dict[str, str]) -> None:
+        """pixl-tui as the only program of a 140x40 session "pixl", with `environment`."""
+        settings = " ".join(f"{name}={shlex.quote(value)}" for name, value in environment.items())
+        command = f"env -u COLUMNS -u LINES TERM=xterm-256color {settings} {shlex.quote(str(PIXL_TUI))}"
+        self.run("new-session", "-d", "-s", "pixl", "-x", "140", "-y", "40", command)
+
     def screen(self) -> str:
         return self.run("capture-pane", "-p", "-t", "pixl")
 
@@ -71,17 +77,7 @@ def tmux():
 
 def test_pixl_tui_binary_says_when_raw_is_unreachable(tmux):
     url = f"http://127.0.0.1:{free_port()}"
-    tmux.run(
-        "new-session",
-        "-d",
-        "-s",
-        "pixl",
-        "-x",
-        "140",
-        "-y",
-        "40",
-        f"env -u COLUMNS -u LINES TERM=xterm-256color PIXL_RAW_URL={url} {shlex.quote(str(PIXL_TUI))}",
-    )
+    tmux.start_pixl_tui({"PIXL_RAW_URL": url})
     tmux.wait_for(
         f"cannot reach the raw plugin at {url}: connection refused (is the stack running?)"
     )
@@ -94,18 +90,7 @@ def test_pixl_tui_binary_shows_the_stack_in_a_terminal(
     tmux, stack, stack_env, raw_client, write_cohort
 ):
     summary = raw_client.load_extract(prepare_upload(write_cohort(studies=2)), dry_run=False)
-    environment = " ".join(f"{name}={shlex.quote(value)}" for name, value in stack_env.items())
-    tmux.run(
-        "new-session",
-        "-d",
-        "-s",
-        "pixl",
-        "-x",
-        "140",
-        "-y",
-        "40",
-        f"env -u COLUMNS -u LINES TERM=xterm-256color {environment} {shlex.quote(str(PIXL_TUI))}",
-    )
+    tmux.start_pixl_tui(stack_env)
 
     tmux.wait_for(f"raw 0.1.0 at {stack.settings.raw.url} · database ok")
     screen = tmux.wait_for(summary.extract)

@@ -13,6 +13,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Select, Static
 from tui.client import Export, ExtractStatus
 from tui.screens.base import PixlScreen
 from tui.widgets.connection_bar import ConnectionBar
+from tui.widgets.live_table import LiveTable
 
 STATE_STYLES = {"running": "yellow", "done": "green", "failed": "bold red"}
 COLUMNS = (
@@ -69,15 +70,12 @@ class ExportScreen(PixlScreen):
         with Horizontal(id="export-row"):
             yield Select[tuple[str, str]]([], prompt="Extract to export", id="extract")
             yield Button("Start export (s)", id="start", variant="primary")
-        yield DataTable(id="exports", cursor_type="row", zebra_stripes=True)
+        yield LiveTable(COLUMNS, id="exports")
         yield Static(id="export-details")
         yield Footer()
 
     def on_mount(self) -> None:
         super().on_mount()
-        table = self.query_one(DataTable)
-        for key, label in COLUMNS:
-            table.add_column(label, key=key)
         self.query_one("#export-details").display = False
 
     def reload(self) -> None:
@@ -100,29 +98,18 @@ class ExportScreen(PixlScreen):
 
     def show(self, exports: list[Export]) -> None:
         self._exports = {str(export.export_id): export for export in exports}
-        table = self.query_one(DataTable)
-        for row_key in list(table.rows):
-            if row_key.value not in self._exports:
-                table.remove_row(row_key)
-        for key, export in self._exports.items():
-            cells = export_row(export)
-            if key in table.rows:
-                for (column, _label), value in zip(COLUMNS, cells):
-                    table.update_cell(key, column, value, update_width=True)
-            else:
-                table.add_row(*cells, key=key)
+        self.query_one(LiveTable).show_rows(
+            {key: export_row(export) for key, export in self._exports.items()}
+        )
         self._show_details()
 
     def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self._show_details()
 
     def _show_details(self) -> None:
-        table = self.query_one(DataTable)
         details = self.query_one("#export-details", Static)
-        export = None
-        if table.row_count:
-            row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-            export = self._exports.get(str(row_key.value))
+        key = self.query_one(LiveTable).highlighted_key()
+        export = self._exports.get(key) if key is not None else None
         details.display = export is not None
         if export is not None:
             details.update(export_details(export))

@@ -7,11 +7,12 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import Footer, Header, Static
 
 from tui.client import Failure
 from tui.screens.base import PixlScreen
 from tui.widgets.connection_bar import ConnectionBar
+from tui.widgets.live_table import LiveTable
 
 COLUMNS = (
     ("job", "Job"),
@@ -47,31 +48,16 @@ class FailuresScreen(PixlScreen):
         yield Header()
         yield ConnectionBar(id="connection")
         yield Static("No failures.", id="summary")
-        yield DataTable(id="failures", cursor_type="row", zebra_stripes=True)
+        yield LiveTable(COLUMNS, id="failures")
         yield Footer()
-
-    def on_mount(self) -> None:
-        super().on_mount()
-        table = self.query_one(DataTable)
-        for key, label in COLUMNS:
-            table.add_column(label, key=key)
 
     def reload(self) -> None:
         self.call_server(self.client.failures, self.show)
 
     def show(self, failures: list[Failure]) -> None:
-        table = self.query_one(DataTable)
-        wanted = {str(failure.job_id): failure for failure in failures}
-        for row_key in list(table.rows):
-            if row_key.value not in wanted:
-                table.remove_row(row_key)
-        for key, failure in wanted.items():
-            cells = failure_row(failure)
-            if key in table.rows:
-                for (column, _label), value in zip(COLUMNS, cells):
-                    table.update_cell(key, column, value, update_width=True)
-            else:
-                table.add_row(*cells, key=key)
+        self.query_one(LiveTable).show_rows(
+            {str(failure.job_id): failure_row(failure) for failure in failures}
+        )
         not_found = sum(failure.state == "not_found" for failure in failures)
         summary = self.query_one("#summary", Static)
         summary.update(
@@ -82,12 +68,11 @@ class FailuresScreen(PixlScreen):
         )
 
     def action_retry_one(self) -> None:
-        table = self.query_one(DataTable)
-        if not table.row_count:
+        key = self.query_one(LiveTable).highlighted_key()
+        if key is None:
             self.notify("Nothing to retry.")
             return
-        row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        job_id = int(str(row_key.value))
+        job_id = int(key)
         self.call_server(lambda: self.client.retry([job_id]), self._retried, group="retry")
 
     def action_retry_all(self) -> None:

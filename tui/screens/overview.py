@@ -48,11 +48,8 @@ class OverviewScreen(PixlScreen):
 
     def _show_details(self) -> None:
         details = self.query_one("#details", Static)
-        table = self.query_one(ExtractTable)
-        status = None
-        if table.row_count:
-            row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-            status = self._extracts.get(str(row_key.value))
+        key = self.query_one(ExtractTable).highlighted_key()
+        status = self._extracts.get(key) if key is not None else None
         details.display = status is not None
         if status is not None:
             details.update(extract_details(status))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
-from textual.widgets import DataTable
 
 from tui.client import ALL_STATES, PROBLEM_STATES, ExtractStatus
 from tui.widgets.formatting import duration, progress_bar, rate, shorten
+from tui.widgets.live_table import LiveTable
 
 COLUMNS = (
     ("project", "Project"),
@@ -21,19 +23,19 @@ COLUMNS = (
 ERROR_WIDTH = 30
 
 
-def extract_row(status: ExtractStatus) -> dict[str, object]:
+def extract_row(status: ExtractStatus) -> list[object]:
     problems = Text(str(status.problems), style="bold red" if status.problems else "")
     eta = "done" if status.done else duration(status.eta_seconds)
-    return {
-        "project": status.project,
-        "extract": status.extract,
-        "progress": progress_bar(status.progress, problems=bool(status.problems)),
-        "done": f"{status.finished}/{status.total}",
-        "problems": problems,
-        "rate": rate(status.throughput_per_minute),
-        "eta": eta,
-        "error": Text(shorten(status.last_error, ERROR_WIDTH), style="red"),
-    }
+    return [
+        status.project,
+        status.extract,
+        progress_bar(status.progress, problems=bool(status.problems)),
+        f"{status.finished}/{status.total}",
+        problems,
+        rate(status.throughput_per_minute),
+        eta,
+        Text(shorten(status.last_error, ERROR_WIDTH), style="red"),
+    ]
 
 
 def extract_details(status: ExtractStatus) -> Text:
@@ -57,25 +59,11 @@ def extract_details(status: ExtractStatus) -> Text:
     return text
 
 
-class ExtractTable(DataTable):
+class ExtractTable(LiveTable):
     """One row per (project, extract), keyed by "project/extract"."""
 
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        self.zebra_stripes = True
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(COLUMNS, **kwargs)
 
     def show(self, extracts: list[ExtractStatus]) -> None:
-        wanted = {status.key: status for status in extracts}
-        for row_key in list(self.rows):
-            if row_key.value not in wanted:
-                self.remove_row(row_key)
-        existing = {row_key.value for row_key in self.rows}
-        for key, status in wanted.items():
-            cells = extract_row(status)
-            if key in existing:
-                for column, value in cells.items():
-                    self.update_cell(key, column, value, update_width=True)
-            else:
-                self.add_row(*cells.values(), key=key)
+        self.show_rows({status.key: extract_row(status) for status in extracts})

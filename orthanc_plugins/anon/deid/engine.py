@@ -233,7 +233,7 @@ def deidentify_instance(
     # The identifiers are read before the rules remove them; the guard runs on the result.
     identifiers = IdentifierPattern(source_identifiers(ds), dataset_encodings(ds), _DUMMY_TEXTS)
     walk = _Walk(project.tag_rules.for_manufacturer(facts.manufacturer), pseudonyms,
-                 old_patient_id, audit, (ds.is_implicit_VR, ds.is_little_endian))
+                 old_patient_id, audit, (bool(ds.is_implicit_VR), ds.is_little_endian is not False))
     apply_tag_rules(ds, walk)
     codes = add_deidentification_record(ds, walk, project.slug, masked)
     replace_file_meta(ds, new_uids[SOP_INSTANCE_UID])
@@ -283,7 +283,7 @@ class _Walk:
     pseudonyms: Pseudonymizer
     patient_id: str
     audit: TagAudit | None
-    encoding: tuple[bool | None, bool | None]  # (implicit VR, little endian) of the dataset
+    encoding: tuple[bool, bool]  # (implicit VR, little endian) of the dataset
     dates_shifted: bool = False
     dates_kept: bool = False
     private_kept: bool = False
@@ -403,7 +403,7 @@ def _transform(ds: Dataset, tag: BaseTag, vr: str, rule: TagRule, walk: _Walk, p
 
 
 def _encoded(tag: int, vr: str, values: list[str],
-             encoding: tuple[bool | None, bool | None] = (False, True)) -> RawDataElement:
+             encoding: tuple[bool, bool] = (False, True)) -> RawDataElement:
     """A ready-to-write element for ASCII text values (the same bytes in any transfer
     syntax): written as it is, without the cost of building and validating a DataElement."""
     data = "\\".join(values).encode("ascii")

@@ -20,6 +20,7 @@ from pydicom.charset import convert_encodings, encode_string
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 
 from orthanc_plugins.anon.deid.sequences import sequence_items
 from orthanc_plugins.anon.deid.tag_rules import format_tag
@@ -50,7 +51,7 @@ VALUE_TAGS = {
     0x00102154: "PatientTelephoneNumbers",
     0x00100030: "PatientBirthDate",
 }
-OTHER_PATIENT_IDS_SEQUENCE = 0x00101002
+OTHER_PATIENT_IDS_SEQUENCE = BaseTag(0x00101002)
 PATIENT_ID = 0x00100020
 
 # Values that are binary numbers or pixels: no text can hide in them.

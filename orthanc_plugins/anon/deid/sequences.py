@@ -12,9 +12,10 @@ items that switch VR encoding, unknown VRs) goes to pydicom.
 from __future__ import annotations
 
 import struct
+from typing import cast
 
-from pydicom.charset import convert_encodings
-from pydicom.dataelem import DataElement, DataElement_from_raw, RawDataElement
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import DataElement, DataElement_from_raw, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
@@ -22,7 +23,8 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
 ITEM = 0xFFFEE000
 UNDEFINED_LENGTH = 0xFFFFFFFF
-SPECIFIC_CHARACTER_SET = 0x00080005
+SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
+ElementType = DataElement | RawDataElement
 _KNOWN_VRS = frozenset(vr.value for vr in VR if len(vr.value) == 2)
 _LONG_VRS = frozenset(vr.value for vr in EXPLICIT_VR_LENGTH_32)
 _STRUCTS = {
@@ -32,30 +34,31 @@ _STRUCTS = {
 }
 
 
-def sequence_items(ds: Dataset, tag: int) -> Sequence:
+def sequence_items(ds: Dataset, tag: BaseTag) -> Sequence:
     """The items of the sequence element `tag` of `ds`, which then holds them parsed."""
     elem = ds._dict[tag]
-    if elem.is_raw and elem.VR in ("SQ", None) and elem.value is not None:
+    if isinstance(elem, RawDataElement) and elem.VR in ("SQ", None) and elem.value is not None:
         parsed = _parse_items(elem.value, elem.is_implicit_VR, elem.is_little_endian)
         if parsed is not None:
             encoding = ds.read_encoding or ds._character_set  # as pydicom converts elements
+            encoding = [encoding] if isinstance(encoding, str) else encoding or [default_encoding]
             items = Sequence([_item(elements, elem, encoding) for elements in parsed])
             ds[tag] = DataElement(elem.tag, "SQ", items, elem.value_tell, False, already_converted=True)
             return items
     return ds[tag].value
 
 
-def _item(elements: dict[BaseTag, RawDataElement], sequence: RawDataElement, encoding) -> Dataset:
+def _item(elements: dict[BaseTag, ElementType], sequence: RawDataElement, encoding) -> Dataset:
     item = Dataset(elements)
     charset = elements.get(SPECIFIC_CHARACTER_SET)
-    if charset is not None:
+    if isinstance(charset, RawDataElement):  # the item's own character set
         encoding = convert_encodings(DataElement_from_raw(charset).value)
     item.is_undefined_length_sequence_item = False
     item.set_original_encoding(sequence.is_implicit_VR, sequence.is_little_endian, encoding)
     return item
 
 
-def _parse_items(data: bytes, implicit: bool, little: bool) -> list[dict] | None:
+def _parse_items(data: bytes, implicit: bool, little: bool) -> list[dict[BaseTag, ElementType]] | None:
     tag_and_length, _, _ = _STRUCTS[little]
     items = []
     position, end = 0, len(data)
@@ -75,9 +78,9 @@ def _parse_items(data: bytes, implicit: bool, little: bool) -> list[dict] | None
 
 
 def _parse_elements(data: bytes, position: int, end: int, implicit: bool,
-                    little: bool) -> dict[BaseTag, RawDataElement] | None:
+                    little: bool) -> dict[BaseTag, ElementType] | None:
     tag_and_length, explicit_header, long_length = _STRUCTS[little]
-    elements: dict[BaseTag, RawDataElement] = {}
+    elements: dict[BaseTag, ElementType] = {}
     while position < end:
         if position + 8 > end:
             return None
@@ -100,7 +103,8 @@ def _parse_elements(data: bytes, position: int, end: int, implicit: bool,
         if length == UNDEFINED_LENGTH or position + length > end:
             return None
         tag = BaseTag(group << 16 | element)
-        elements[tag] = RawDataElement(tag, vr, length, data[position:position + length],
-                                       position, implicit, little)
+        value = data[position:position + length] if length \
+            else cast(bytes | None, empty_value_for_VR(vr, raw=True))
+        elements[tag] = RawDataElement(tag, vr, length, value, position, implicit, little)
         position += length
     return elements

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydicom.datadict import dictionary_VR
 
-from orthanc_plugins.common.projects import ProjectConfigError
+from orthanc_plugins.common.projects import ProjectConfigError, read_yaml_file
 
 KEEP = "keep"
 DELETE = "delete"
@@ -103,12 +102,7 @@ def load_override_file(path: Path) -> list[ManufacturerOverride]:
 
 
 def _load_list(path: Path) -> list[Any]:
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ProjectConfigError(path, "(file)", f"cannot be read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ProjectConfigError(path, "(file)", f"is not valid YAML: {exc}") from exc
+    document = read_yaml_file(path)
     if not isinstance(document, list):
         raise ProjectConfigError(path, "(file)", "must be a YAML list of tag entries")
     return document

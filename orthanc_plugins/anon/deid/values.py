@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.valuerep import AMBIGUOUS_VR
 
 # SpecificCharacterSet values whose text is one Python codec, without code extensions.
@@ -59,7 +60,7 @@ def first_text(ds: Dataset, tag: int, codec: str | None) -> str:
     return values[0] if values else ""
 
 
-def element_vr(ds: Dataset, tag: int) -> str:
+def element_vr(ds: Dataset, tag: BaseTag) -> str:
     """The VR of an element, without converting it where the file (explicit VR) or the
     dictionary (a public tag with one VR, in a dataset read as implicit VR) says; otherwise
     pydicom resolves it. (A dataset can hold implicit VR elements yet be written as explicit

@@ -21,15 +21,19 @@ import zlib
 from typing import Any
 
 from pydicom.charset import default_encoding
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import correct_ambiguous_vr_element, write_data_element
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import AMBIGUOUS_VR, EXPLICIT_VR_LENGTH_32
 
-PIXEL_DATA = 0x7FE00010
-SPECIFIC_CHARACTER_SET = 0x00080005
+from orthanc_plugins.anon.deid.values import character_set
+
+PIXEL_DATA = BaseTag(0x7FE00010)
+SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
+TRANSFER_SYNTAX_UID = BaseTag(0x00020010)
 UNDEFINED_LENGTH = 0xFFFFFFFF
 # VRs whose value is bytes written as they are (OB, and OB or OW, padded to even length).
 _BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN", "OB or OW"})
@@ -95,7 +99,7 @@ def dicom_file_bytes(ds: Dataset) -> bytes:
 
 
 def _transfer_syntax(meta: Dataset) -> UID | None:
-    elem = meta._dict.get(0x00020010)
+    elem = meta._dict.get(TRANSFER_SYNTAX_UID)
     value = None if elem is None else elem.value
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace").rstrip("\x00 ")
@@ -123,9 +127,8 @@ def _append_file_meta(meta: Dataset, parts: list[Any]) -> None:
 
 def _append_dataset(ds: Dataset, encoding: _Encoding, out: list[Any], parent_charset: Any,
                     top_level: bool = False) -> None:
-    elements = ds._dict
-    charset = ds.get("SpecificCharacterSet", parent_charset) if SPECIFIC_CHARACTER_SET in elements \
-        else parent_charset
+    # The character set of this level's converted text values, read without converting it.
+    charset = character_set(ds) if SPECIFIC_CHARACTER_SET in ds._dict else parent_charset
     # Command set elements (group 0000) are not part of a file's dataset.
     _append_elements(ds, encoding, out, charset, first_tag=0x00010000 if top_level else 0)
 
@@ -133,7 +136,8 @@ def _append_dataset(ds: Dataset, encoding: _Encoding, out: list[Any], parent_cha
 def _append_elements(ds: Dataset, encoding: _Encoding, out: list[Any], charset: Any,
                      first_tag: int) -> None:
     elements = ds._dict
-    tags = list(map(int, elements))
+    keys = list(elements)
+    tags = list(map(int, keys))
     values = list(elements.values())
     implicit, little = encoding.implicit, encoding.little
     for index in sorted(range(len(tags)), key=tags.__getitem__):  # int keys: sorted in C
@@ -141,11 +145,11 @@ def _append_elements(ds: Dataset, encoding: _Encoding, out: list[Any], charset: 
         if tag < first_tag or (tag & 0xFFFF == 0 and tag >> 16 > 6):
             continue  # retired group lengths are not written (PS3.5 7.2)
         elem = values[index]
-        if elem.is_raw:
+        if isinstance(elem, RawDataElement):
             if elem.is_implicit_VR == implicit and elem.is_little_endian == little:
                 _append_raw(tag, elem, encoding, out)
                 continue
-            elem = ds[tag]  # read in another encoding: converted, then written anew
+            elem = ds[keys[index]]  # read in another encoding: converted, then written anew
         if elem.VR in AMBIGUOUS_VR:
             elem = correct_ambiguous_vr_element(elem, ds, little)
         if elem.VR == "SQ":
@@ -159,7 +163,7 @@ def _append_elements(ds: Dataset, encoding: _Encoding, out: list[Any], charset: 
             out.append(buffer.getvalue())
 
 
-def _append_raw(tag: int, elem: Any, encoding: _Encoding, out: list[Any]) -> None:
+def _append_raw(tag: int, elem: RawDataElement, encoding: _Encoding, out: list[Any]) -> None:
     value = elem.value or b""
     vr = elem.VR
     undefined = elem.length == UNDEFINED_LENGTH

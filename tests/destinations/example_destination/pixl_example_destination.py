@@ -8,7 +8,12 @@ import shutil
 from pathlib import Path
 
 from pixl_hooks.hookspecs import hookimpl
-from pixl_hooks.types import DestinationInfo, DestinationMisconfigured, ExportReceipt
+from pixl_hooks.types import (
+    DestinationInfo,
+    DestinationMisconfigured,
+    ExportReceipt,
+    settings_problems,
+)
 
 NAME = "example-folder"
 
@@ -30,11 +35,7 @@ def pixl_destinations():
 def pixl_check_destination(project, destination_name, secrets):
     if destination_name != NAME:
         return None
-    try:
-        _folder(project, secrets)
-    except DestinationMisconfigured as exc:
-        return [str(exc)]
-    return []
+    return settings_problems(_folder, project, secrets)
 
 
 @hookimpl
