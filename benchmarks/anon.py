@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import tempfile
 import time
@@ -33,22 +32,15 @@ from orthanc_plugins.common.orthanc_api import HttpOrthanc, get_json, post_json
 from orthanc_plugins.common.settings import REPO_ROOT, load_settings
 from pixl_stack import studygen
 from pixl_stack.dcmtk import storescu
+from pixl_stack.processes import port_free
 from pixl_stack.stack import Stack
 
 PROJECT = "bench-anon"
 
 
 def free_port_base() -> int:
-    def free(port: int) -> bool:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-            return True
-
     for base in range(50000, 62000, 1000):
-        if all(free(base + offset) for offset in (21, 42, 43, 44, 45, 242, 243, 244, 245, 432)):
+        if all(port_free(base + offset) for offset in (21, 42, 43, 44, 45, 242, 243, 244, 245, 432)):
             return base
     raise RuntimeError("no free ports for the benchmark's stack")
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from pixl_stack.processes import port_free
+
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "pixl"
 
 # Set before any PIXL module reads the environment.
@@ -31,20 +33,10 @@ def _free_port_base() -> int:
     B+1000 and B+2000 for the stacks that single tests start (see
     `extra_stack_settings`); each window uses offsets 21..445.
     """
-    import socket
-
-    def free(port: int) -> bool:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-            return True
-
-    offsets = (21, 42, 43, 44, 45, 242, 243, 244, 245, 432)
+    offsets = (21, 42, 43, 44, 45, 142, 242, 243, 244, 245, 342, 432)  # 142/342: a second raw
     first = 20000 + 3000 * (os.getpid() % 14)
     for base in [*range(first, 62000, 3000), *range(20000, first, 3000)]:
-        if all(free(base + window + o) for window in (0, 1000, 2000) for o in offsets):
+        if all(port_free(base + window + o) for window in (0, 1000, 2000) for o in offsets):
             return base
     raise RuntimeError("no free port range for the test stack")
 

@@ -156,6 +156,8 @@ def cmd_load(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
         f"destination  {destination or '-'}",
         file=out,
     )
+    for problem in summary.destination_problems:
+        print(f"problem      {problem}", file=out)
     if args.dry_run:
         return exit_codes.OK
     if not args.yes and not _confirmed(f"Queue {summary.queued} studies? [y/N] ", out):

@@ -13,7 +13,7 @@ import os
 import socket
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -101,6 +101,7 @@ class LoadSummary:
     modalities: list[str]
     destination: dict[str, str]
     dry_run: bool
+    destination_problems: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -427,6 +428,7 @@ def _load_summary(data: dict[str, Any]) -> LoadSummary:
         modalities=list(data.get("modalities") or []),
         destination=dict(data.get("destination") or {}),
         dry_run=bool(data["dry_run"]),
+        destination_problems=list(data.get("destination_problems") or []),
     )
 
 

@@ -106,11 +106,8 @@ def _eta_seconds(remaining: int, per_minute: float) -> int | None:
 
 
 def list_failures(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
-    conditions, params = ["j.state IN ('failed', 'not_found')"], {}
-    for key, column in (("project", "j.project_slug"), ("extract", "e.extract_name")):
-        if request.query.get(key):
-            conditions.append(f"{column} = %({key})s")
-            params[key] = request.query[key]
+    conditions, params = _extract_filter(request)
+    conditions.append("j.state IN ('failed', 'not_found')")
     rows = conn.cursor(row_factory=dict_row).execute(
         "SELECT j.id AS job_id, j.project_slug AS project, e.extract_name AS extract, j.state,"
         " j.attempts, j.last_error, j.updated_at FROM study_jobs j JOIN extracts e ON e.id = j.extract_id"
@@ -181,12 +178,18 @@ def start_export(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection)
 
 
 def list_exports(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    conditions, params = _extract_filter(request)
+    return ApiResponse(200, {"exports": _export_rows(conn, conditions, params)})
+
+
+def _extract_filter(request: ApiRequest) -> tuple[list[str], dict[str, str]]:
+    """SQL conditions (over `extracts e`) for the optional ?project= and ?extract= filters."""
     conditions, params = ["true"], {}
     for key, column in (("project", "e.project_slug"), ("extract", "e.extract_name")):
         if request.query.get(key):
             conditions.append(f"{column} = %({key})s")
             params[key] = request.query[key]
-    return ApiResponse(200, {"exports": _export_rows(conn, conditions, params)})
+    return conditions, params
 
 
 def _export_rows(conn: psycopg.Connection, conditions: list[str], params: dict) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -26,6 +27,9 @@ def summary_table(summary: LoadSummary) -> Table:
     table.add_row("Modalities", ", ".join(summary.modalities) or "—")
     destination = ", ".join(f"{kind}: {name}" for kind, name in summary.destination.items())
     table.add_row("Destination", destination or "—")
+    for problem in summary.destination_problems:
+        # Not a refusal: fetching can start while someone fixes the destination's settings.
+        table.add_row(Text("Problem", style="bold red"), Text(problem))
     return table
 
 
