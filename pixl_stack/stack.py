@@ -146,6 +146,11 @@ class Stack:
             raise StackError(f"the VNA refused to learn {server.process_name}: HTTP {response.status_code}")
         return settings
 
+    def stop_raw_instance(self, name: str) -> None:
+        """Stop a raw server started by `start_raw_instance`; `up` no longer starts it."""
+        self.servers = [s for s in self.servers if s.process_name != f"raw-{name}"]
+        self._process(f"raw-{name}").stop()
+
     def down(self) -> None:
         # Every process that left a PID file: extra raw servers included.
         for pid_file in sorted(self.run_dir.glob("*.pid")):

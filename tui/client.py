@@ -75,8 +75,9 @@ class ClientConfig:
 def config_from_environment() -> ClientConfig:
     """PIXL_RAW_URL if set, else raw's URL from the PIXL settings; credentials from
     ORTHANC_USERNAME / ORTHANC_PASSWORD (read by the settings module)."""
-    from orthanc_plugins.common.settings import load_settings
+    from orthanc_plugins.common.settings import load_env_file, load_settings
 
+    load_env_file()  # the repository's .env, where the operator runs from a checkout
     settings = load_settings()
     url = os.environ.get("PIXL_RAW_URL") or settings.raw.url
     return ClientConfig(url.rstrip("/"), settings.orthanc_username, settings.orthanc_password)

@@ -4,11 +4,13 @@ and a way to collect every value of a dataset at every depth."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 
 import deid_data
 import pydicom.data
 from pydicom.dataset import Dataset
+from pydicom.filewriter import dcmwrite
 
 from orthanc_plugins.common.settings import REPO_ROOT
 
@@ -16,6 +18,13 @@ PROJECTS_DIR = REPO_ROOT / "projects"
 TAG_RULES_DIR = REPO_ROOT / "tag_rules"
 KEY = b"test-key-0123456789abcdef-0123456789"
 OTHER_KEY = b"another-key-0123456789abcdef-012345"
+
+
+def write_bytes(ds: Dataset) -> bytes:
+    """pydicom's own writing of a dataset: the reference for the engine's writer."""
+    buffer = BytesIO()
+    dcmwrite(buffer, ds, write_like_original=False)
+    return buffer.getvalue()
 
 
 def write_project(folder: Path, slug: str, body: str) -> Path:

@@ -10,7 +10,7 @@ from io import BytesIO
 import pydicom
 import pytest
 
-from orthanc_plugins.anon.deid.engine import KEPT, deidentify_instance, write_bytes
+from orthanc_plugins.anon.deid.engine import KEPT, deidentify_instance
 from pixl_stack.studygen import (
     PRIVATE_CREATOR,
     StudySpec,
@@ -19,7 +19,7 @@ from pixl_stack.studygen import (
     make_patient,
 )
 
-from .helpers import KEY, OTHER_KEY, all_text
+from .helpers import KEY, OTHER_KEY, all_text, write_bytes
 
 
 def _study(modality: str = "CT", seed: int = 3, **spec):

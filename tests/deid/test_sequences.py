@@ -8,12 +8,11 @@ from io import BytesIO
 import pydicom
 from pydicom.dataset import Dataset
 
-from orthanc_plugins.anon.deid.engine import write_bytes
 from orthanc_plugins.anon.deid.sequences import _parse_items, sequence_items
 from orthanc_plugins.anon.deid.values import element_vr
 from pixl_stack.studygen import StudySpec, generate_study, make_patient
 
-from .helpers import third_party_files
+from .helpers import third_party_files, write_bytes
 
 
 def _assert_same_items(ours: Dataset, theirs: Dataset, where: str) -> int:

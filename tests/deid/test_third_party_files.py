@@ -10,9 +10,9 @@ from io import BytesIO
 
 import pydicom
 
-from orthanc_plugins.anon.deid.engine import KEPT, QUARANTINED, deidentify_instance, write_bytes
+from orthanc_plugins.anon.deid.engine import KEPT, QUARANTINED, deidentify_instance
 
-from .helpers import KEY, all_text, third_party_files
+from .helpers import KEY, all_text, third_party_files, write_bytes
 
 IDENTIFYING_KEYWORDS = (
     "PatientName", "PatientID", "OtherPatientIDs", "AccessionNumber", "PatientBirthDate",

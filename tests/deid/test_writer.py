@@ -18,22 +18,25 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from orthanc_plugins.anon.deid.engine import KEPT, deidentify_instance, write_bytes
+from orthanc_plugins.anon.deid.engine import KEPT, deidentify_instance
 from orthanc_plugins.anon.deid.writer import dicom_file_bytes
 from pixl_stack.studygen import MODALITIES, StudySpec, generate_study, make_patient
 
-from .helpers import KEY, third_party_files
+from .helpers import KEY, third_party_files, write_bytes
 
 
-@pytest.mark.parametrize("modality", MODALITIES)
-def test_generated_instances_are_written_as_dcmwrite_writes_them(demo, modality) -> None:
-    study = generate_study(StudySpec(modality=modality, seed=8), make_patient(8))
+@pytest.mark.parametrize(("modality", "burned_in"),
+                         [(modality, False) for modality in MODALITIES] + [("US", True)])
+def test_generated_instances_are_written_as_dcmwrite_writes_them(demo, modality, burned_in) -> None:
+    """Burned-in ultrasound: pixels masked by the engine, written from a new value."""
+    study = generate_study(StudySpec(modality=modality, seed=8, burned_in=burned_in), make_patient(8))
     kept = 0
     for ds in study:
         result = deidentify_instance(write_bytes(ds), demo, KEY)
         if result.status != KEPT:
             continue
         kept += 1
+        assert ("113101" in result.option_codes) == burned_in
         assert result.data == write_bytes(result.dataset)
         assert pydicom.dcmread(BytesIO(result.data)).SOPInstanceUID == result.sop_instance_uid
     assert kept >= 1

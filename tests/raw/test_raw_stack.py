@@ -22,7 +22,6 @@ from orthanc_plugins.common.orthanc_api import get_json, post_json
 from orthanc_plugins.raw import throttle
 from pixl_stack import studygen
 from pixl_stack.dcmtk import storescu
-from pixl_stack.processes import ManagedProcess
 
 pytestmark = pytest.mark.stack
 
@@ -221,7 +220,7 @@ def test_in_flight_limit_holds_with_two_raw_instances(stack, conn, controls, tmp
             "SELECT raw_node FROM study_jobs WHERE id = ANY(%s)", ([j[0] for j in jobs_of(conn, summary)],)
         )]
     finally:
-        ManagedProcess("raw-b", stack.stack.run_dir, stack.stack.log_dir).stop()
+        stack.stack.stop_raw_instance("b")
 
     jobs = jobs_of(conn, summary)
     intervals = [

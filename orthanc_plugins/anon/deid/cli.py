@@ -33,13 +33,14 @@ from orthanc_plugins.anon.deid.engine import (
 from orthanc_plugins.anon.deid.filters import series_below_minimum
 from orthanc_plugins.anon.deid.report import FileOutcome, RunReport
 from orthanc_plugins.common.projects import ProjectConfigError
-from orthanc_plugins.common.settings import REPO_ROOT, load_settings
+from orthanc_plugins.common.settings import REPO_ROOT, load_env_file, load_settings
 
 KEY_ENV = "PIXL_DEID_KEY"
 EXIT_CONFIG = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    load_env_file()  # PIXL_STATE_DIR, where a generated key is kept
     args = _parser().parse_args(argv)
     try:
         project = load_compiled_project(args.project, args.projects_dir, args.tag_rules_dir)

@@ -24,7 +24,6 @@ from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filewriter import dcmwrite
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
@@ -249,13 +248,6 @@ def deidentify_instance(
             pairs.append(IdPair(kind, old_uids[tag], new_uids[tag]))
     return outcome(KEPT, None, dataset=ds, data=dicom_file_bytes(ds) if as_bytes else None,
                    id_pairs=tuple(pairs), option_codes=codes)
-
-
-def write_bytes(ds: Dataset) -> bytes:
-    """pydicom's own writing of any dataset (the engine's output uses `dicom_file_bytes`)."""
-    buffer = BytesIO()
-    dcmwrite(buffer, ds, write_like_original=False)
-    return buffer.getvalue()
 
 
 def _status_of(verdict: filters.Verdict) -> str:

@@ -26,7 +26,8 @@ UNDEFINED_LENGTH = 0xFFFFFFFF
 SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
 ElementType = DataElement | RawDataElement
 _KNOWN_VRS = frozenset(vr.value for vr in VR if len(vr.value) == 2)
-_LONG_VRS = frozenset(vr.value for vr in EXPLICIT_VR_LENGTH_32)
+# VRs with a 4-byte length in explicit VR encoding (PS3.5 7.1.2).
+LONG_LENGTH_VRS = frozenset(vr.value for vr in EXPLICIT_VR_LENGTH_32)
 _STRUCTS = {
     little: (struct.Struct(order + "HHI").unpack_from, struct.Struct(order + "HH2sH").unpack_from,
              struct.Struct(order + "I").unpack_from)
@@ -93,7 +94,7 @@ def _parse_elements(data: bytes, position: int, end: int, implicit: bool,
             vr = vr_bytes.decode("latin-1")
             if vr not in _KNOWN_VRS:
                 return None  # e.g. an implicit VR item inside an explicit VR dataset
-            if vr in _LONG_VRS:
+            if vr in LONG_LENGTH_VRS:
                 if position + 12 > end:
                     return None
                 (length,) = long_length(data, position + 8)

@@ -27,18 +27,17 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import correct_ambiguous_vr_element, write_data_element
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
-from pydicom.valuerep import AMBIGUOUS_VR, EXPLICIT_VR_LENGTH_32
+from pydicom.valuerep import AMBIGUOUS_VR
 
+from orthanc_plugins.anon.deid.sequences import LONG_LENGTH_VRS, UNDEFINED_LENGTH
 from orthanc_plugins.anon.deid.values import character_set
 
 PIXEL_DATA = BaseTag(0x7FE00010)
 SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
 TRANSFER_SYNTAX_UID = BaseTag(0x00020010)
-UNDEFINED_LENGTH = 0xFFFFFFFF
 # VRs whose value is bytes written as they are (OB, and OB or OW, padded to even length).
 _BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN", "OB or OW"})
 _PADDED_BYTES_VRS = frozenset({"OB", "OB or OW"})
-_LONG_VRS = frozenset(vr.value for vr in EXPLICIT_VR_LENGTH_32)
 _EXPLICIT_LITTLE = (False, True)
 
 
@@ -62,7 +61,7 @@ class _Encoding:
         if vr is None or len(vr) != 2:
             raise ValueError(f"cannot write the ambiguous VR {vr!r} of {tag:08X} in an explicit "
                              "transfer syntax")
-        if vr in _LONG_VRS:
+        if vr in LONG_LENGTH_VRS:
             return self.long_header(tag >> 16, tag & 0xFFFF, vr.encode(), length)
         return self.short_header(tag >> 16, tag & 0xFFFF, vr.encode(), length)
 
@@ -172,7 +171,7 @@ def _append_raw(tag: int, elem: RawDataElement, encoding: _Encoding, out: list[A
         out.append(value)
         out.append(encoding.sequence_delimiter)
         return
-    if not encoding.implicit and vr not in _LONG_VRS and len(value) > 0xFFFF:
+    if not encoding.implicit and vr not in LONG_LENGTH_VRS and len(value) > 0xFFFF:
         vr = _too_long_for_vr(tag, vr)
     out.append(encoding.header(tag, vr, len(value)))
     out.append(value)
