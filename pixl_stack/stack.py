@@ -136,9 +136,13 @@ class Stack:
         )
         settings = dataclasses.replace(self.settings, raw=node, instance_name=name)
         server = OrthancServer(node, "raw", True, settings, f"raw-{name}")
+        try:
+            self._start_orthanc(server)
+            self._wait_ready(server)
+        except StackError:
+            self._process(server.process_name).stop()
+            raise
         self.servers.append(server)
-        self._start_orthanc(server)
-        self._wait_ready(server)
         destination = modality(node, find=True, move=True, store=False)
         response = requests.put(f"{self.settings.vna.url}/modalities/{server.process_name}",
                                 json=destination, auth=self.settings.orthanc_auth, timeout=10)

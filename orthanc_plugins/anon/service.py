@@ -9,7 +9,13 @@ import threading
 from orthanc_plugins.anon.pipeline import StudyAnonymiser
 from orthanc_plugins.common import db
 from orthanc_plugins.common.orthanc_api import OrthancApi
-from orthanc_plugins.common.plugin_support import ApiError, ApiRequest, ApiResponse, health
+from orthanc_plugins.common.plugin_support import (
+    ApiError,
+    ApiRequest,
+    ApiResponse,
+    health,
+    safe_traceback,
+)
 from orthanc_plugins.common.secrets import open_secret_store
 from orthanc_plugins.common.settings import Settings
 from pixl_hooks.plugins import list_destinations
@@ -45,8 +51,8 @@ class AnonService:
                     while not self._stop.is_set():
                         if not self.anonymiser.run_once(conn):
                             self._stop.wait(IDLE_POLL_SECONDS)
-            except Exception:
-                logger.exception("anon worker error; restarting in 5 s")
+            except Exception as exc:  # a bug must not kill the worker; the job returns by its lease
+                logger.error("anon worker: %s; restarting in 5 s", safe_traceback(exc))
                 self._stop.wait(5)
 
     def handle(self, request: ApiRequest) -> ApiResponse:

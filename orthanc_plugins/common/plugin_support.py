@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -29,6 +30,18 @@ def pixl_version() -> str:
         return version("pixl")
     except PackageNotFoundError:
         return "unknown"
+
+
+def safe_traceback(exc: BaseException) -> str:
+    """Where an exception happened, without its message.
+
+    Messages of other libraries may quote the values they choke on (pydicom
+    quotes an invalid date, which may be a birth date): logs get the exception's
+    type and the stack's file, line and function names only.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = " <- ".join(f"{f.name} ({f.filename.rsplit('/', 1)[-1]}:{f.lineno})" for f in reversed(frames))
+    return f"{type(exc).__name__} at {where}"
 
 
 class OrthancLogHandler(logging.Handler):
@@ -54,6 +67,10 @@ def configure_logging(sdk: Any) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    # pydicom's warnings and messages quote the values they find invalid (an
+    # odd birth date, a name): none of them may reach a log.
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 class EmbeddedOrthanc:
@@ -161,10 +178,9 @@ def make_rest_callback(sdk: Any, handler: Handler) -> Callable[..., None]:
         except ApiError as exc:
             response = ApiResponse(exc.status, {"error": exc.message})
         except Exception as exc:
-            # The traceback goes to Orthanc's log only; PIXL exceptions never
-            # carry identifying values, and the client sees the type alone.
-            logger.error("unhandled error in %s /pixl/%s:\n%s", api_request.method,
-                         api_request.path, traceback.format_exc())
+            # The client sees the type alone; the log gets where it happened.
+            logger.error("unhandled error in %s /pixl/%s: %s", api_request.method,
+                         api_request.path, safe_traceback(exc))
             response = ApiResponse(500, {"error": f"internal error ({type(exc).__name__}); see the server log"})
         _answer(output, response)
 

@@ -138,7 +138,7 @@ def _secondary_vna() -> OrthancNode | None:
 def load_settings() -> Settings:
     """Read the settings from the environment (see `.env.example`)."""
     state_dir = Path(_env("PIXL_STATE_DIR", str(REPO_ROOT / ".state"))).resolve()
-    port_base = _env_int("PIXL_PORT_BASE", 58000)
+    port_base = _env_int("PIXL_PORT_BASE", 28000)
     return Settings(
         state_dir=state_dir,
         pg_host=_env("PIXL_DB_HOST", "127.0.0.1"),

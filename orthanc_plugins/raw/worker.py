@@ -19,6 +19,7 @@ import psycopg
 
 from orthanc_plugins.common import db
 from orthanc_plugins.common.orthanc_api import OrthancApi, OrthancError
+from orthanc_plugins.common.plugin_support import safe_traceback
 from orthanc_plugins.common.settings import Settings
 from orthanc_plugins.raw import queue, throttle
 from orthanc_plugins.raw.handoff import HandoffError, hand_off
@@ -188,7 +189,7 @@ class Worker:
                 conn = None
                 wait = self._max_wait
             except Exception as exc:  # a bug must not kill the worker; the job returns by its lease
-                logger.exception("raw worker %s: unexpected %s", owner, type(exc).__name__)
+                logger.error("raw worker %s: unexpected %s", owner, safe_traceback(exc))
                 wait = self._max_wait
             if wait:
                 self._stopping.wait(min(wait, self._max_wait))
