@@ -117,7 +117,10 @@ def load(client: RawClient, upload: ExtractUpload, say) -> str:
         f"{preview.studies} studies, modalities {', '.join(preview.modalities) or '-'}, "
         f"destination {preview.destination}")
     loaded = client.load_extract(upload, dry_run=False)
-    say(f"  queued {loaded.queued} new studies ({loaded.already_exported} already exported)")
+    if loaded.queued or loaded.already_exported:
+        say(f"  queued {loaded.queued} new studies ({loaded.already_exported} already exported)")
+    else:
+        say("  queued 0 new studies: this extract was loaded before, nothing is added")
     return f"{loaded.project}/{loaded.extract}"
 
 
