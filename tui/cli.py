@@ -7,6 +7,7 @@ and ends with an exit code from tui/exit_codes.py.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     controls.add_argument("--json", action="store_true", help="machine-readable output")
 
     commands.add_parser("health", help="check that raw answers and its database is up")
+    destinations = commands.add_parser("destinations", help="the installed destination plugins")
+    destinations.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -141,6 +144,17 @@ def cmd_health(client: RawClient, _args: argparse.Namespace, out: TextIO) -> int
         file=out,
     )
     return exit_codes.OK if health.healthy else exit_codes.SERVER_ERROR
+
+
+def cmd_destinations(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
+    destinations = client.destinations()
+    if args.json:
+        _print_json([dataclasses.asdict(d) for d in destinations], out)
+        return exit_codes.OK
+    for destination in destinations:
+        print(f"{destination.name:<12} {destination.module}  hooks: {', '.join(destination.hooks)}",
+              file=out)
+    return exit_codes.OK
 
 
 def cmd_load(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
@@ -332,6 +346,7 @@ def _print_json(value: Any, out: TextIO) -> None:
 
 COMMANDS = {
     "health": cmd_health,
+    "destinations": cmd_destinations,
     "load": cmd_load,
     "status": cmd_status,
     "export": cmd_export,

@@ -163,3 +163,11 @@ def test_export_wait_says_where_the_files_went(stack_env, capsys, pixl_fixtures)
     assert code == exit_codes.OK, out
     files = dict(line.split(None, 1) for line in out.splitlines()[1:] if " " in line)["files"]
     assert (Path(files) / "radiology" / "IMAGE_LINKER.parquet").is_file()
+
+
+def test_destinations_lists_the_installed_plugins_and_their_hooks(stack_env, capsys):
+    code, out, _ = run(capsys, "destinations", "--json")
+    assert code == exit_codes.OK
+    by_name = {d["name"]: d for d in json.loads(out)}
+    assert {"none", "ftps", "ftpes", "dicomweb", "xnat"} <= set(by_name)
+    assert "pixl_export_dicom_study" in by_name["ftps"]["hooks"]
