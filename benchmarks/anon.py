@@ -19,7 +19,6 @@ Goal: PIXL at least 0.7 of Orthanc's native speed. The last line is key=value pa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 from orthanc_plugins.common import db
-from orthanc_plugins.common.orthanc_api import HttpOrthanc, get_json, post_json
+from orthanc_plugins.common.orthanc_api import HttpOrthanc, find_study, get_json, post_json
 from orthanc_plugins.common.settings import REPO_ROOT, load_settings
 from pixl_stack import studygen
 from pixl_stack.dcmtk import storescu
@@ -57,17 +56,12 @@ def bench_project(folder: Path) -> Path:
     return folder
 
 
-def lookup_study(api: HttpOrthanc, uid: str) -> str | None:
-    found = json.loads(api.post("/tools/lookup", uid.encode()))
-    return next((item["ID"] for item in found if item["Type"] == "Study"), None)
-
-
 def native_round(raw: HttpOrthanc, anon: HttpOrthanc, raw_study_id: str, study_uid: str) -> float:
     instances = get_json(raw, f"/studies/{raw_study_id}/instances")
     started = time.perf_counter()
     for instance in instances:
         anon.post("/instances", raw.get(f"/instances/{instance['ID']}/file"))
-    original = lookup_study(anon, study_uid)
+    original = find_study(anon, study_uid)
     anonymised = post_json(anon, f"/studies/{original}/anonymize", {})
     elapsed = time.perf_counter() - started
     anon.delete(f"/studies/{original}")
@@ -110,7 +104,7 @@ def pixl_round(settings, anon: HttpOrthanc, raw_study_id: str, round_index: int)
             if conn.execute("SELECT state FROM study_jobs WHERE id = %s", (job_id,)).fetchone()[0] == "exported":
                 break
         time.sleep(0.05)
-    anon.delete(f"/studies/{lookup_study(anon, pseudo_uid)}")
+    anon.delete(f"/studies/{find_study(anon, pseudo_uid)}")
     return float(elapsed)
 
 
@@ -141,7 +135,7 @@ def main() -> None:
         storescu(studygen.write_study(datasets, state / "study"), settings.raw,
                  calling_aet=settings.vna.aet)
         study_uid = str(datasets[0].StudyInstanceUID)
-        raw_study_id = lookup_study(raw, study_uid)
+        raw_study_id = find_study(raw, study_uid)
         count = len(datasets)
         print(f"study: {count} CT instances of {args.size}x{args.size}, {args.rounds} rounds each")
 

@@ -68,19 +68,11 @@ class DemoCohort:
 
 def build_cohort(folder: Path) -> DemoCohort:
     """Generate the demo studies (deterministic: the same every run)."""
-    cohort = DemoCohort()
-    for index, demo in enumerate(DEMO_STUDIES):
-        patient = studygen.make_patient(demo.spec.seed)
-        datasets = studygen.generate_study(demo.spec, patient)
-        files = studygen.write_study(datasets, folder / f"study-{index:02d}")
-        first = datasets[0]
-        cohort.studies.append(studygen.GeneratedStudy(
-            patient=patient, accession=str(first.AccessionNumber),
-            study_uid=str(first.StudyInstanceUID), study_date=datetime.date.fromisoformat(
-                f"{first.StudyDate[:4]}-{first.StudyDate[4:6]}-{first.StudyDate[6:]}"),
-            modality=demo.spec.modality, files=files,
-        ))
-    return cohort
+    return DemoCohort([
+        studygen.write_generated_study(demo.spec, studygen.make_patient(demo.spec.seed),
+                                       folder / f"study-{index:02d}")
+        for index, demo in enumerate(DEMO_STUDIES)
+    ])
 
 
 def write_extracts(cohort: DemoCohort, folder: Path) -> tuple[Path, Path]:

@@ -355,20 +355,23 @@ def generate_cohort(
         study_seed = seed * 1_000_003 + index
         modality = modalities[index % len(modalities)]
         spec = StudySpec(modality=modality, seed=study_seed)
-        datasets = generate_study(spec, patient)
-        files = write_study(datasets, out_dir / f"study-{index:04d}")
-        first = datasets[0]
-        studies.append(
-            GeneratedStudy(
-                patient=patient,
-                accession=str(first.AccessionNumber),
-                study_uid=str(first.StudyInstanceUID),
-                study_date=_as_date(str(first.StudyDate)),
-                modality=modality,
-                files=files,
-            )
-        )
+        studies.append(write_generated_study(spec, patient, out_dir / f"study-{index:04d}"))
     return studies
+
+
+def write_generated_study(spec: StudySpec, patient: PatientIdentity, out_dir: Path) -> GeneratedStudy:
+    """Generate one study and write its files into `out_dir`."""
+    datasets = generate_study(spec, patient)
+    files = write_study(datasets, out_dir)
+    first = datasets[0]
+    return GeneratedStudy(
+        patient=patient,
+        accession=str(first.AccessionNumber),
+        study_uid=str(first.StudyInstanceUID),
+        study_date=_as_date(str(first.StudyDate)),
+        modality=spec.modality,
+        files=files,
+    )
 
 
 def default_accession(seed: int, patient: PatientIdentity) -> str:

@@ -32,7 +32,7 @@ from orthanc_plugins.anon.deid.engine import (
 from orthanc_plugins.anon.deid.filters import series_below_minimum
 from orthanc_plugins.anon.deid.id_map import record_id_map
 from orthanc_plugins.common.job_queue import claim_job, move_job, renew_lease, schedule_retry
-from orthanc_plugins.common.orthanc_api import HttpOrthanc, OrthancApi, get_json
+from orthanc_plugins.common.orthanc_api import HttpOrthanc, OrthancApi, find_study, get_json
 from orthanc_plugins.common.secrets import SecretStore, project_key
 from orthanc_plugins.common.settings import Settings
 from pixl_hooks.plugins import export_dicom_study
@@ -221,12 +221,11 @@ class StudyAnonymiser:
 
     def exportable_study(self, job: AnonJob, folder: Path) -> ExportableStudy | None:
         """The study's zip, or None if anon no longer holds it (recycled, deleted)."""
-        found = json.loads(self.anon.post("/tools/lookup", (job.pseudo_study_uid or "").encode()))
-        study_ids = [item["ID"] for item in found if item["Type"] == "Study"]
-        if not study_ids:
+        study_id = find_study(self.anon, job.pseudo_study_uid or "")
+        if study_id is None:
             return None
         zip_path = folder / f"{job.pseudo_study_uid}.zip"
-        zip_path.write_bytes(self.anon.get(f"/studies/{study_ids[0]}/archive"))
+        zip_path.write_bytes(self.anon.get(f"/studies/{study_id}/archive"))
         return ExportableStudy(job.pseudo_patient_id or "", job.pseudo_study_uid or "", zip_path)
 
 

@@ -37,6 +37,12 @@ def post_json(api: OrthancApi, uri: str, payload: Any) -> Any:
     return json.loads(answer) if answer.strip() else None
 
 
+def find_study(api: OrthancApi, study_uid: str) -> str | None:
+    """The Orthanc ID of the study with this StudyInstanceUID, or None."""
+    found = json.loads(api.post("/tools/lookup", study_uid.encode()))  # a plain-text body
+    return next((item["ID"] for item in found if item["Type"] == "Study"), None)
+
+
 class HttpOrthanc:
     """`OrthancApi` over HTTP, for code that runs outside an Orthanc process."""
 

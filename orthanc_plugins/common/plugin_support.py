@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
 import warnings
 from collections.abc import Callable
@@ -213,8 +214,6 @@ def health(settings: Settings, service: str) -> dict[str, Any]:
 
 def migrate_with_retry(settings: Settings, attempts: int = 30, delay: float = 1.0) -> int:
     """Apply the schema migrations, waiting for the database to come up first."""
-    import time
-
     last: Exception | None = None
     for _ in range(attempts):
         try:

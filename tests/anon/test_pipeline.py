@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import io
-import json
 import socket
 import time
 import zipfile
@@ -15,7 +14,7 @@ import pytest
 
 from orthanc_plugins.anon.pipeline import StudyAnonymiser
 from orthanc_plugins.common import db as pixl_db
-from orthanc_plugins.common.orthanc_api import post_json
+from orthanc_plugins.common.orthanc_api import find_study, post_json
 from orthanc_plugins.common.secrets import FileSecrets, destination_secret_name, project_key
 from orthanc_plugins.common.settings import REPO_ROOT
 from pixl_stack import studygen
@@ -58,8 +57,8 @@ def _study_in_raw(stack, tmp_path, seed: int):
     datasets = studygen.generate_study(spec, patient)
     storescu(studygen.write_study(datasets, tmp_path / f"study-{seed}"), stack.settings.raw,
              calling_aet=stack.settings.vna.aet)
-    lookup = json.loads(stack.raw.post("/tools/lookup", str(datasets[0].StudyInstanceUID).encode()))
-    raw_study_id = next(item["ID"] for item in lookup if item["Type"] == "Study")
+    raw_study_id = find_study(stack.raw, str(datasets[0].StudyInstanceUID))
+    assert raw_study_id is not None
     return patient, datasets, raw_study_id
 
 
