@@ -86,6 +86,12 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "PIXL_RETRY_MAX_SECONDS": str(settings.retry_max_seconds),
         "PIXL_MAX_ATTEMPTS": str(settings.max_attempts),
         "PIXL_MOVE_TIMEOUT_SECONDS": str(settings.move_timeout_seconds),
+        "PIXL_GIVE_UP_HOURS": str(settings.give_up_seconds / 3600),
+        "PIXL_MAX_CRASHES": str(settings.max_crashes),
+        "PIXL_ANON_WORKERS": str(settings.anon_workers),
+        "PIXL_ANON_KEEP_HOURS": str(settings.anon_keep_hours),
+        "PIXL_RAW_HOLD_LIMIT_MB": str(settings.raw_hold_limit_mb),
+        "PIXL_MIN_FREE_DISK_MB": str(settings.min_free_disk_mb),
     }
     if settings.secondary_vna:
         env.update({

@@ -1,29 +1,35 @@
 """anon's work: de-identify the studies raw handed over, then send them to their destination.
 
-A job handed over by raw is in state `anonymising`. The worker claims it
-(with a lease, like raw's claims, so a dead worker's job is taken back),
-fetches each instance from the raw Orthanc that holds it, runs the
-de-identification engine, stores what is kept in anon's Orthanc, applies the
-study-level rules and records pseudonyms and id maps: the job becomes
-`exporting`. Then it sends the de-identified study through the project's
-destination hook and only once the destination confirmed does the job become
-`exported`. Both steps are idempotent (the engine is deterministic and
-anon overwrites instances), so a crash at any point is repaired by doing the
-step again.
+A job handed over by raw is in state `anonymising`. A worker claims it (with
+a lease, kept alive by a `LeaseKeeper` while it works, so a dead worker's job
+is taken back and a live one's never is), reads the study's instances from
+the raw Orthanc that holds it a few at a time ahead of the de-identification
+(`fetching`), de-identifies each one and writes what is kept straight into
+the study's staged zip on disk (`staging`) while a copy goes to anon's
+Orthanc for the web UI (`copies`). Study-level rules are applied, pseudonyms
+and id maps recorded: the job becomes `exporting`, held by this anon server
+(`anon_node`), whose disk has the zip. The export sends the zip through the
+project's destination hook, once per study however many extracts name it
+(`exports`); only once the destination confirmed does the job become
+`exported`. Every step can be done again (the engine is deterministic,
+destinations are idempotent), so a crash at any point is repaired by
+repeating the step.
+
+Several workers per anon server (`anon_workers`) and any number of anon
+servers share the queue: while one worker exports a study, another
+de-identifies the next.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import psycopg
 
+from orthanc_plugins.anon import copies
 from orthanc_plugins.anon.deid.engine import (
     CompiledProject,
     deidentify_instance,
@@ -31,17 +37,31 @@ from orthanc_plugins.anon.deid.engine import (
 )
 from orthanc_plugins.anon.deid.filters import series_below_minimum
 from orthanc_plugins.anon.deid.id_map import record_id_map
-from orthanc_plugins.common.job_queue import claim_job, move_job, renew_lease, schedule_retry
-from orthanc_plugins.common.orthanc_api import HttpOrthanc, OrthancApi, find_study, get_json
+from orthanc_plugins.anon.exports import ExportTurn, finish_export, take_export_turn
+from orthanc_plugins.anon.fetching import prefetch_instances
+from orthanc_plugins.anon.staging import StagedStudy
+from orthanc_plugins.common.failures import classify
+from orthanc_plugins.common.job_queue import (
+    RetryPolicy,
+    claim_job,
+    move_job,
+    release_job,
+    schedule_retry,
+)
+from orthanc_plugins.common.leases import LeaseKeeper, LeaseLost
+from orthanc_plugins.common.orthanc_api import HttpOrthanc, OrthancApi, OrthancError, get_json
 from orthanc_plugins.common.secrets import SecretStore, project_key
 from orthanc_plugins.common.settings import Settings
 from pixl_hooks.plugins import export_dicom_study
-from pixl_hooks.types import DestinationError, ExportableStudy
+from pixl_hooks.types import ExportableStudy
 
 logger = logging.getLogger(__name__)
 
-# The lease is renewed every this many instances while a study is de-identified.
-RENEW_EVERY_INSTANCES = 25
+# An export of a study that another job is exporting is tried again after this long.
+BUSY_EXPORT_DELAY_SECONDS = 5.0
+# An exporting job whose zip is on another anon server is left to that server
+# for this long past its due time before this one de-identifies it again.
+ORPHANED_EXPORT_SECONDS = 600.0
 
 
 @dataclass
@@ -55,17 +75,7 @@ class AnonJob:
     raw_study_id: str | None
     pseudo_patient_id: str | None
     pseudo_study_uid: str | None
-
-
-@dataclass(frozen=True)
-class KeptInstance:
-    """What anon remembers of an instance it stored, while it finishes the study."""
-
-    anon_id: str
-    series_uid: str
-    sop_instance_uid: str
-    pseudo_patient_id: str
-    pseudo_study_uid: str
+    anon_node: str | None
 
 
 @dataclass
@@ -77,39 +87,82 @@ class StudyOutcome:
     quarantined: Counter
     pseudo_patient_id: str | None
     pseudo_study_uid: str | None
+    anon_study_ids: set[str] = field(default_factory=set)
+
+
+class RawCopyGone(Exception):
+    """raw no longer holds the study (deleted, or recycled after a failure): fetch it again."""
 
 
 class StudyAnonymiser:
     def __init__(
         self,
         settings: Settings,
-        anon: OrthancApi,
         secrets: SecretStore,
         owner: str,
+        connect: Callable[[], psycopg.Connection],
+        *,
         raw_client: Callable[[str], OrthancApi] | None = None,
+        anon_client: Callable[[], OrthancApi] | None = None,
+        beat: Callable[[], None] = lambda: None,
     ):
         self.settings = settings
-        self.anon = anon
         self.secrets = secrets
         self.owner = owner
+        self.node = settings.anon.url
+        self.staging_dir = settings.state_dir / "anon-staging" / f"{settings.anon.name}-{settings.anon.http_port}"
+        self.policy = RetryPolicy.from_settings(settings)
+        self._connect = connect
+        self._beat = beat
         self._raw_client = raw_client or (lambda url: HttpOrthanc(url, settings.orthanc_auth))
+        self._anon_client = anon_client or (lambda: HttpOrthanc(settings.anon.url, settings.orthanc_auth))
         self._projects: dict[str, CompiledProject] = {}
 
     # -- the loop's one step --------------------------------------------------
 
     def run_once(self, conn: psycopg.Connection) -> bool:
-        """Do one step of one job; False when there was nothing to do."""
-        for state, step in (("exporting", self.export), ("anonymising", self.anonymise)):
-            job = claim_job(conn, (state,), state, self.owner, self.settings.job_lease_seconds, AnonJob)
-            if job is not None:
-                step(conn, job)
-                return True
+        """Do one step of one job; False when there was nothing to do.
+
+        Exports come first (they free raw's cache and anon's disk), this
+        server's own first: the zip is on its disk.
+        """
+        lease = self.settings.job_lease_seconds
+        job = claim_job(
+            conn, ("exporting",), "exporting", self.owner, lease, AnonJob,
+            max_crashes=self.policy.max_crashes,
+            where="j.anon_node IS NULL OR j.anon_node = %(node)s"
+                  " OR j.next_attempt_at < clock_timestamp() - make_interval(secs => %(orphaned)s)",
+            params={"node": self.node, "orphaned": ORPHANED_EXPORT_SECONDS},
+        )
+        if job is not None:
+            self._with_lease(conn, job, self.export)
+            return True
+        job = claim_job(conn, ("anonymising",), "anonymising", self.owner, lease, AnonJob,
+                        max_crashes=self.policy.max_crashes)
+        if job is not None:
+            self._with_lease(conn, job, self.anonymise)
+            return True
         return False
 
-    def _retry(self, conn: psycopg.Connection, job: AnonJob, error: str, state: str) -> None:
-        schedule_retry(conn, job, self.owner, error, base=self.settings.retry_base_seconds,
-                       cap=self.settings.retry_max_seconds,
-                       max_attempts=self.settings.max_attempts, state=state)
+    def _with_lease(self, conn: psycopg.Connection, job: AnonJob,
+                    step: Callable[[psycopg.Connection, AnonJob, LeaseKeeper], None]) -> None:
+        try:
+            with LeaseKeeper(self._connect, job.id, self.owner, self.settings.job_lease_seconds,
+                             self._beat) as keeper:
+                step(conn, job, keeper)
+        except LeaseLost:
+            logger.warning("job %s: lease lost while %s; another worker has it", job.id, job.state)
+
+    def _fail(self, conn: psycopg.Connection, job: AnonJob, exc: Exception, state: str) -> None:
+        failure = classify(exc)
+        if failure.terminal:
+            move_job(conn, job.id, self.owner, "failed", last_error=failure.reason[:500])
+            new_state: str | None = "failed"
+        else:
+            new_state = schedule_retry(conn, job.id, self.owner, failure.reason, self.policy,
+                                       state=state, outage=failure.outage)
+        logger.warning("job %s: %s failed: %s (%s); now %s", job.id, job.state, failure.reason,
+                       "outage" if failure.outage else "attempt failed", new_state or "held elsewhere")
 
     def project(self, slug: str) -> CompiledProject:
         if slug not in self._projects:
@@ -120,72 +173,102 @@ class StudyAnonymiser:
 
     # -- de-identification ----------------------------------------------------
 
-    def anonymise(self, conn: psycopg.Connection, job: AnonJob) -> None:
+    def anonymise(self, conn: psycopg.Connection, job: AnonJob, keeper: LeaseKeeper) -> None:
+        staged = StagedStudy(self.staging_dir, job.id)
         try:
-            outcome = self.deidentify_study(conn, job)
+            outcome = self.deidentify_study(conn, job, staged, keeper)
+        except LeaseLost:
+            staged.discard()
+            raise
+        except RawCopyGone:
+            staged.discard()
+            move_job(conn, job.id, self.owner, "queued",
+                     last_error="raw no longer held the study; fetching it again")
+            logger.warning("job %s: raw no longer holds the study; sent back to raw", job.id)
+            return
         except Exception as exc:
-            # Raw unreachable, anon's storage failing, a broken project file:
-            # all worth another try later; the message names no patient.
-            logger.warning("job %s: de-identification failed: %s", job.id, _describe(exc))
-            self._retry(conn, job, f"de-identification failed: {_describe(exc)}", "anonymising")
+            staged.discard()
+            self._fail(conn, job, exc, "anonymising")
             return
         if outcome.kept == 0:
+            staged.discard()
             reasons = sorted({*outcome.dropped, *outcome.quarantined})
             move_job(conn, job.id, self.owner, "skipped",
                      last_error=("no instance kept: " + "; ".join(reasons))[:500])
             logger.info("job %s: no instance kept, skipped", job.id)
             return
-        move_job(conn, job.id, self.owner, "exporting",
-                 pseudo_patient_id=outcome.pseudo_patient_id,
-                 pseudo_study_uid=outcome.pseudo_study_uid)
-        logger.info("job %s: study %s de-identified (%s instances kept)",
-                    job.id, outcome.pseudo_study_uid, outcome.kept)
+        keeper.check()
+        if move_job(conn, job.id, self.owner, "exporting", anon_node=self.node,
+                    pseudo_patient_id=outcome.pseudo_patient_id,
+                    pseudo_study_uid=outcome.pseudo_study_uid, last_error=None):
+            logger.info("job %s: study %s de-identified (%s instances kept)",
+                        job.id, outcome.pseudo_study_uid, outcome.kept)
 
-    def deidentify_study(self, conn: psycopg.Connection, job: AnonJob) -> StudyOutcome:
+    def deidentify_study(self, conn: psycopg.Connection, job: AnonJob, staged: StagedStudy,
+                         keeper: LeaseKeeper) -> StudyOutcome:
         project = self.project(job.project_slug)
         key = project_key(self.secrets, job.project_slug).encode()
-        raw = self._raw_client(job.raw_node or self.settings.raw.url)
-        kept: list[KeptInstance] = []
+        raw_url = job.raw_node or self.settings.raw.url
+        instance_ids = self._wanted_instances(self._raw_client(raw_url), job)
         dropped: Counter = Counter()
         quarantined: Counter = Counter()
         pairs = []
-        for count, instance_id in enumerate(self._wanted_instances(raw, job), start=1):
-            if count % RENEW_EVERY_INSTANCES == 0:
-                renew_lease(conn, job.id, self.owner, self.settings.job_lease_seconds)
-            result = deidentify_instance(raw.get(f"/instances/{instance_id}/file"), project, key)
-            if result.status == "kept":
-                stored = json.loads(self.anon.post("/instances", result.data or b""))
-                kept.append(KeptInstance(stored["ID"], result.series_uid, result.sop_instance_uid,
-                                         result.pseudo_patient_id, result.study_uid))
-                pairs.extend(result.id_pairs)
-            elif result.status == "quarantined":
-                quarantined[result.reason or "quarantined"] += 1
-            else:
-                dropped[result.reason or "dropped"] += 1
+        pseudo_patient_id = pseudo_study_uid = None
+        staged.open_for_writing()
+        with copies.CopyWriter(self._anon_client(), enabled=self.settings.anon_keep_hours > 0) as copy:
+            try:
+                for _, data in prefetch_instances(lambda: self._raw_client(raw_url), instance_ids):
+                    keeper.check()
+                    result = deidentify_instance(data, project, key)
+                    if result.status == "kept":
+                        staged.add(result.series_uid, result.sop_instance_uid, result.data or b"")
+                        copy.add(result.series_uid, result.data or b"")
+                        pairs.extend(result.id_pairs)
+                        pseudo_patient_id, pseudo_study_uid = result.pseudo_patient_id, result.study_uid
+                    elif result.status == "quarantined":
+                        quarantined[result.reason or "quarantined"] += 1
+                    else:
+                        dropped[result.reason or "dropped"] += 1
+            except OrthancError as exc:
+                if exc.status == 404:
+                    raise RawCopyGone() from None
+                raise
 
         minimum = project.config.min_instances_per_series
-        too_small = series_below_minimum(Counter(k.series_uid for k in kept), minimum)
+        counts = Counter({s: len(names) for s, names in staged.names_by_series.items()})
+        too_small = series_below_minimum(counts, minimum)
         if too_small:
-            for instance in kept:
-                if instance.series_uid in too_small:
-                    self.anon.delete(f"/instances/{instance.anon_id}")
-                    dropped[f"series below min_instances_per_series ({minimum})"] += 1
-            kept = [k for k in kept if k.series_uid not in too_small]
-            kept_sops = {k.sop_instance_uid for k in kept}
+            for series_uid in too_small:
+                dropped[f"series below min_instances_per_series ({minimum})"] += counts[series_uid]
+            staged.drop_series(too_small)
+            copy.delete_series(set(too_small))
+            kept_sops = {name.rsplit("/", 1)[-1].removesuffix(".dcm")
+                         for names in staged.names_by_series.values() for name in names}
             pairs = [p for p in pairs if p.kind != "sop_instance_uid" or p.id_new in kept_sops]
-
+        kept = staged.instance_count
+        if kept:
+            staged.publish()
+        keeper.check()
         with conn.transaction():
             record_id_map(conn, job.project_slug, pairs)
-            record_outcomes(conn, job.id, len(kept), dropped, quarantined)
+            record_outcomes(conn, job.id, kept, dropped, quarantined)
+            if kept:
+                copies.record_copies(conn, self.node, job.id, copy.study_ids)
         return StudyOutcome(
-            kept=len(kept), dropped=dropped, quarantined=quarantined,
-            pseudo_patient_id=kept[0].pseudo_patient_id if kept else None,
-            pseudo_study_uid=kept[0].pseudo_study_uid if kept else None,
+            kept=kept, dropped=dropped, quarantined=quarantined,
+            pseudo_patient_id=pseudo_patient_id if kept else None,
+            pseudo_study_uid=pseudo_study_uid if kept else None,
+            anon_study_ids=copy.study_ids,
         )
 
     def _wanted_instances(self, raw: OrthancApi, job: AnonJob) -> list[str]:
         """The raw instances of the job's study, only the requested series if it names any."""
-        series = get_json(raw, f"/studies/{job.raw_study_id}/series")
+        try:
+            series = get_json(raw, f"/studies/{job.raw_study_id}/series")
+        except OrthancError as exc:
+            if exc.status == 404:
+                raise RawCopyGone() from None
+            raise
         wanted = set(job.series_uids)
         return [
             instance_id
@@ -196,37 +279,44 @@ class StudyAnonymiser:
 
     # -- dispatch ---------------------------------------------------------------
 
-    def export(self, conn: psycopg.Connection, job: AnonJob) -> None:
-        project = self.project(job.project_slug).config
-        try:
-            with tempfile.TemporaryDirectory(prefix="pixl-export-") as folder:
-                study = self.exportable_study(job, Path(folder))
-                if study is None:
-                    # De-identify it again from raw: deterministic, so the same study comes back.
-                    logger.warning("job %s: study %s is gone from anon; de-identifying it again",
-                                   job.id, job.pseudo_study_uid)
-                    move_job(conn, job.id, self.owner, "anonymising")
-                    return
-                receipt = export_dicom_study(project, study, self.secrets)
-        except DestinationError as exc:
-            logger.warning("job %s: export of %s failed: %s", job.id, job.pseudo_study_uid, exc)
-            if exc.retryable:
-                self._retry(conn, job, str(exc), "exporting")
-            else:
-                move_job(conn, job.id, self.owner, "failed", last_error=str(exc)[:500])
+    def export(self, conn: psycopg.Connection, job: AnonJob, keeper: LeaseKeeper) -> None:
+        staged = StagedStudy(self.staging_dir, job.id)
+        if not staged.exists():
+            # On another anon's disk (that server is gone) or lost: de-identify it again from raw.
+            logger.warning("job %s: the staged study %s is not on this anon; de-identifying it again",
+                           job.id, job.pseudo_study_uid)
+            move_job(conn, job.id, self.owner, "anonymising", anon_node=self.node)
             return
-        move_job(conn, job.id, self.owner, "exported", last_error=None)
-        logger.info("job %s: study %s exported to %s (%s)", job.id, job.pseudo_study_uid,
+        project = self.project(job.project_slug).config
+        pseudo_study_uid = job.pseudo_study_uid or ""
+        turn = take_export_turn(conn, job.id, job.project_slug, pseudo_study_uid, job.series_uids)
+        if turn is ExportTurn.BUSY:
+            release_job(conn, job.id, self.owner, "exporting", BUSY_EXPORT_DELAY_SECONDS)
+            return
+        if turn is ExportTurn.DONE:
+            logger.info("job %s: study %s was exported for another extract; not sent again",
+                        job.id, pseudo_study_uid)
+            self._exported(conn, job, staged)
+            return
+        study = ExportableStudy(job.pseudo_patient_id or "", pseudo_study_uid, staged.path)
+        try:
+            keeper.check()
+            receipt = export_dicom_study(project, study, self.secrets)
+        except Exception as exc:
+            self._fail(conn, job, exc, "exporting")
+            return
+        keeper.check()
+        with conn.transaction():
+            finish_export(conn, job.id, job.project_slug, pseudo_study_uid, job.series_uids,
+                          receipt.destination, receipt.location, receipt.files)
+            self._exported(conn, job, staged)
+        logger.info("job %s: study %s exported to %s (%s)", job.id, pseudo_study_uid,
                     receipt.destination, receipt.location)
 
-    def exportable_study(self, job: AnonJob, folder: Path) -> ExportableStudy | None:
-        """The study's zip, or None if anon no longer holds it (recycled, deleted)."""
-        study_id = find_study(self.anon, job.pseudo_study_uid or "")
-        if study_id is None:
-            return None
-        zip_path = folder / f"{job.pseudo_study_uid}.zip"
-        zip_path.write_bytes(self.anon.get(f"/studies/{study_id}/archive"))
-        return ExportableStudy(job.pseudo_patient_id or "", job.pseudo_study_uid or "", zip_path)
+    def _exported(self, conn: psycopg.Connection, job: AnonJob, staged: StagedStudy) -> None:
+        if move_job(conn, job.id, self.owner, "exported", last_error=None):
+            copies.mark_exported(conn, job.id)
+            staged.discard()
 
 
 def record_outcomes(conn: psycopg.Connection, job_id: int, kept: int,
@@ -242,9 +332,3 @@ def record_outcomes(conn: psycopg.Connection, job_id: int, kept: int,
             " + EXCLUDED.instances",
             rows,
         )
-
-
-def _describe(exc: Exception) -> str:
-    # PIXL's own exceptions carry no identifying values; others are named by type only.
-    own = exc.__class__.__module__.split(".")[0] in ("orthanc_plugins", "pixl_hooks")
-    return str(exc)[:300] if own else type(exc).__name__

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
+import uuid
 
+import psycopg
+
+from orthanc_plugins.anon import copies
 from orthanc_plugins.anon.pipeline import StudyAnonymiser
 from orthanc_plugins.common import db
-from orthanc_plugins.common.orthanc_api import OrthancApi
+from orthanc_plugins.common.liveness import ProcessHeartbeat, WorkerBeats
+from orthanc_plugins.common.orthanc_api import HttpOrthanc, OrthancApi
 from orthanc_plugins.common.plugin_support import (
     ApiError,
     ApiRequest,
@@ -29,36 +35,70 @@ class AnonService:
     def __init__(self, settings: Settings, orthanc: OrthancApi):
         self.settings = settings
         self.orthanc = orthanc
-        owner = f"anon@{socket.gethostname()}:{settings.anon.http_port}"
-        self.anonymiser = StudyAnonymiser(settings, orthanc, open_secret_store(settings), owner)
+        # Unique per process start, so that a restarted anon never takes a dead one's leases for its own.
+        self.owner_prefix = (f"anon@{socket.gethostname()}:{settings.anon.http_port}:{os.getpid()}"
+                             f":{uuid.uuid4().hex[:6]}")
+        self.secrets = open_secret_store(settings)
+        self.beats = WorkerBeats(stuck_after_seconds=max(300.0, 3 * settings.job_lease_seconds))
+        self._connect = lambda: db.connect(settings, autocommit=True)
+        # The project check of hand-offs; the workers each have their own anonymiser.
+        self.anonymiser = self._anonymiser(f"{self.owner_prefix}/handoff")
+        self.heartbeat = ProcessHeartbeat(
+            self._connect, self.owner_prefix, "anon", settings.anon.url,
+            chores=[self._delete_expired_copies],
+        )
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+
+    def _anonymiser(self, owner: str, beat=lambda: None) -> StudyAnonymiser:
+        return StudyAnonymiser(self.settings, self.secrets, owner, self._connect, beat=beat)
 
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._work, name="pixl-anon-worker", daemon=True)
-        self._thread.start()
+        self.beats.clear()
+        self._threads = []
+        for i in range(self.settings.anon_workers):
+            thread = threading.Thread(target=self._work, args=(f"{self.owner_prefix}/{i}",),
+                                      name=f"pixl-anon-worker-{i}", daemon=True)
+            self.beats.register(thread.name, thread)
+            self._threads.append(thread)
+        self.heartbeat.start()
+        for thread in self._threads:
+            thread.start()
+        logger.info("anon started %d workers as %s", len(self._threads), self.owner_prefix)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self.heartbeat.stop()
 
-    def _work(self) -> None:
+    def _work(self, owner: str) -> None:
+        name = threading.current_thread().name
+        anonymiser = self._anonymiser(owner, beat=lambda: self.beats.beat(name))
         while not self._stop.is_set():
+            self.beats.beat(name)
             try:
-                with db.connect(self.settings, autocommit=True) as conn:
+                with self._connect() as conn:
                     while not self._stop.is_set():
-                        if not self.anonymiser.run_once(conn):
+                        self.beats.beat(name)
+                        if not anonymiser.run_once(conn):
                             self._stop.wait(IDLE_POLL_SECONDS)
+            except psycopg.Error as exc:
+                logger.warning("anon worker %s: database error %s; reconnecting", owner, type(exc).__name__)
+                self._stop.wait(1)
             except Exception as exc:  # a bug must not kill the worker; the job returns by its lease
-                logger.error("anon worker: %s; restarting in 5 s", safe_traceback(exc))
+                logger.error("anon worker %s: %s; restarting in 5 s", owner, safe_traceback(exc))
                 self._stop.wait(5)
+
+    def _delete_expired_copies(self, conn: psycopg.Connection) -> None:
+        copies.delete_expired_copies(conn, HttpOrthanc(self.settings.anon.url, self.settings.orthanc_auth),
+                                     self.settings.anon.url, self.settings.anon_keep_hours)
 
     def handle(self, request: ApiRequest) -> ApiResponse:
         route = (request.method, request.path)
         if route == ("GET", "health"):
-            return ApiResponse(200, health(self.settings, "anon"))
+            return ApiResponse(200, health(self.settings, "anon", workers=self.beats.report()))
         if route == ("POST", "studies"):
             return self.receive_study(request.json())
         if route == ("GET", "destinations"):

@@ -22,9 +22,19 @@ logger = logging.getLogger(__name__)
 _MIGRATION_LOCK_KEY = 0x5049584C  # "PIXL"
 
 
+# A half-open connection (the server gone without a word, a firewall dropping
+# it) is noticed within about a minute by TCP keepalives, and no statement may
+# hang a worker for longer than the timeout.
+CONNECTION_OPTIONS = {
+    "connect_timeout": 10,
+    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+    "options": "-c statement_timeout=300s -c idle_in_transaction_session_timeout=300s",
+}
+
+
 def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
     """Open a connection to the PIXL database."""
-    return psycopg.connect(settings.pg_conninfo, autocommit=autocommit, connect_timeout=10)
+    return psycopg.connect(settings.pg_conninfo, autocommit=autocommit, **CONNECTION_OPTIONS)
 
 
 def available_migrations() -> list[tuple[int, str, str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 import traceback
 import warnings
@@ -198,9 +199,15 @@ def _answer(output: Any, response: ApiResponse) -> None:
         output.SendHttpStatus(response.status, body.decode("ascii"), len(body))
 
 
-def health(settings: Settings, service: str) -> dict[str, Any]:
-    """The health answer: version, database reachability and schema version."""
+def health(settings: Settings, service: str, *, workers: dict | None = None) -> dict[str, Any]:
+    """The health answer: version, database, schema version, the workers and the disk.
+
+    Unhealthy, with `problems` saying why, when the database cannot be
+    reached, a worker thread died or made no progress for too long, or the
+    disk of the state directory (Orthanc's storage, anon's staging) is nearly full.
+    """
     answer: dict[str, Any] = {"service": service, "version": pixl_version()}
+    problems = []
     try:
         with db.connect(settings) as conn:
             answer["schema_version"] = db.schema_version(conn)
@@ -208,7 +215,19 @@ def health(settings: Settings, service: str) -> dict[str, Any]:
     except Exception as exc:
         answer["database"] = f"unreachable ({type(exc).__name__})"
         answer["schema_version"] = None
-    answer["healthy"] = answer["database"] == "ok" and bool(answer["schema_version"])
+        problems.append(f"database {answer['database']}")
+    if workers is not None:
+        answer["workers"] = workers
+        if workers["dead"]:
+            problems.append(f"worker threads died: {', '.join(workers['dead'])}")
+        if workers["stuck"]:
+            problems.append(f"worker threads stuck: {', '.join(workers['stuck'])}")
+    free_mb = shutil.disk_usage(settings.state_dir).free // (1024 * 1024)
+    answer["disk_free_mb"] = free_mb
+    if free_mb < settings.min_free_disk_mb:
+        problems.append(f"disk nearly full: {free_mb} MB free, below {settings.min_free_disk_mb} MB")
+    answer["problems"] = problems
+    answer["healthy"] = not problems and bool(answer["schema_version"])
     return answer
 
 

@@ -87,6 +87,19 @@ class Settings:
     retry_max_seconds: float = field(default=600.0)
     max_attempts: int = field(default=8)
     move_timeout_seconds: float = field(default=900.0)
+    # Reliability (job_queue.RetryPolicy): how long an outage may last before the
+    # studies waiting on it fail, and how many worker processes a study may take down.
+    give_up_seconds: float = field(default=48 * 3600.0)
+    max_crashes: int = field(default=2)
+    # Throughput and bounded storage: anon's de-identification workers (studies in
+    # flight in one anon), how long anon keeps exported copies for its web UI
+    # (0: deleted once exported), how much of raw's cache may be held for anon
+    # (0: half of raw's maximum storage), and the free disk below which a server
+    # reports itself unhealthy.
+    anon_workers: int = field(default=2)
+    anon_keep_hours: float = field(default=168.0)
+    raw_hold_limit_mb: int = field(default=0)
+    min_free_disk_mb: int = field(default=1024)
 
     @property
     def pg_conninfo(self) -> str:
@@ -94,6 +107,12 @@ class Settings:
             f"host={self.pg_host} port={self.pg_port} dbname={self.pg_database} "
             f"user={self.pg_user} password={self.pg_password}"
         )
+
+    @property
+    def raw_hold_limit_bytes(self) -> int | None:
+        """How many bytes of studies raw may hold for anon; None: no limit (no maximum storage)."""
+        limit_mb = self.raw_hold_limit_mb or self.raw_max_storage_mb // 2
+        return limit_mb * 1024 * 1024 if limit_mb > 0 else None
 
     @property
     def secondary_vna_modality(self) -> str:
@@ -193,4 +212,10 @@ def load_settings() -> Settings:
         retry_max_seconds=_env_float("PIXL_RETRY_MAX_SECONDS", 600.0),
         max_attempts=_env_int("PIXL_MAX_ATTEMPTS", 8),
         move_timeout_seconds=_env_float("PIXL_MOVE_TIMEOUT_SECONDS", 900.0),
+        give_up_seconds=_env_float("PIXL_GIVE_UP_HOURS", 48.0) * 3600,
+        max_crashes=_env_int("PIXL_MAX_CRASHES", 2),
+        anon_workers=max(1, _env_int("PIXL_ANON_WORKERS", 2)),
+        anon_keep_hours=_env_float("PIXL_ANON_KEEP_HOURS", 168.0),
+        raw_hold_limit_mb=_env_int("PIXL_RAW_HOLD_LIMIT_MB", 0),
+        min_free_disk_mb=_env_int("PIXL_MIN_FREE_DISK_MB", 1024),
     )

@@ -13,7 +13,12 @@ from orthanc_plugins.common.settings import Settings
 
 
 class HandoffError(RuntimeError):
-    """anon did not record the study (down, or refused it): retry later."""
+    """anon did not record the study: retry later. `outage`: anon could not be reached
+    or failed itself (5xx), as opposed to refusing this study (4xx)."""
+
+    def __init__(self, message: str, *, outage: bool):
+        super().__init__(message)
+        self.outage = outage
 
 
 def hand_off(settings: Settings, job_id: int, project: str, raw_study_id: str, timeout: float = 30) -> None:
@@ -24,6 +29,7 @@ def hand_off(settings: Settings, job_id: int, project: str, raw_study_id: str, t
     try:
         response = requests.post(url, json=payload, auth=settings.orthanc_auth, timeout=timeout)
     except requests.RequestException as exc:
-        raise HandoffError(f"hand-off to anon failed: {type(exc).__name__}") from None
+        raise HandoffError(f"hand-off to anon failed: {type(exc).__name__}", outage=True) from None
     if not 200 <= response.status_code < 300:
-        raise HandoffError(f"hand-off to anon answered HTTP {response.status_code}")
+        raise HandoffError(f"hand-off to anon answered HTTP {response.status_code}",
+                           outage=response.status_code >= 500)

@@ -16,14 +16,15 @@ import psycopg
 from orthanc_plugins.common.job_queue import (  # noqa: F401
     ALL_STATES,
     TERMINAL_STATES,
+    TRANSFER_STATES,
     backoff_seconds,
     claim_job,
     move_job,
+    release_job,
     renew_lease,
     schedule_retry,
 )
 
-TRANSFER_STATES = ("queued", "querying", "retrieving")  # claimable for a VNA transfer
 HELD_BY_RAW = ("querying", "retrieving", "cached")  # states in which raw holds a lease
 
 @dataclass
@@ -44,18 +45,21 @@ class StudyJob:
     raw_study_id: str | None = None
 
 
-def claim_next_job(conn: psycopg.Connection, owner: str, lease_seconds: float) -> StudyJob | None:
+def claim_next_job(conn: psycopg.Connection, owner: str, lease_seconds: float,
+                   max_crashes: int = 2) -> StudyJob | None:
     """Take the next job due for a VNA transfer (queued, or abandoned by a dead holder).
 
     Unthrottled: the worker goes through `throttle.claim_transfer_job`, which
     calls this inside the transaction that takes a transfer slot.
     """
-    return claim_job(conn, TRANSFER_STATES, "querying", owner, lease_seconds, StudyJob)
+    return claim_job(conn, TRANSFER_STATES, "querying", owner, lease_seconds, StudyJob,
+                     max_crashes=max_crashes)
 
 
-def claim_handoff_job(conn: psycopg.Connection, owner: str, lease_seconds: float) -> StudyJob | None:
+def claim_handoff_job(conn: psycopg.Connection, owner: str, lease_seconds: float,
+                      max_crashes: int = 2) -> StudyJob | None:
     """Take the next cached job whose hand-off to anon is due (it failed before, or its holder died)."""
-    return claim_job(conn, ("cached",), "cached", owner, lease_seconds, StudyJob)
+    return claim_job(conn, ("cached",), "cached", owner, lease_seconds, StudyJob, max_crashes=max_crashes)
 
 
 def retry_failed_jobs(
@@ -78,7 +82,8 @@ def retry_failed_jobs(
         conditions.append("e.extract_name = %(extract)s")
         params["extract"] = extract
     sql = (
-        "UPDATE study_jobs j SET state = 'queued', attempts = 0, last_error = NULL,"
+        "UPDATE study_jobs j SET state = 'queued', attempts = 0, retries = 0, crashes = 0,"
+        " outage_since = NULL, last_error = NULL,"
         " next_attempt_at = clock_timestamp(), updated_at = clock_timestamp(),"
         " lease_owner = NULL, lease_expires_at = NULL,"
         " state_times = j.state_times || jsonb_build_object('queued', clock_timestamp())"

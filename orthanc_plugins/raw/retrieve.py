@@ -28,10 +28,19 @@ logger = logging.getLogger(__name__)
 
 # A C-MOVE of many instances by SOP Instance UID list is sent in chunks of this many.
 MISSING_INSTANCES_PER_MOVE = 200
+# How many times a short transfer is completed within one attempt.
+SHORT_TRANSFER_ROUNDS = 2
 
 
 class RetrieveError(RuntimeError):
-    """A retryable failure (archive down, move failed or timed out). No identifying values."""
+    """A retryable failure (archive down, move failed or short). No identifying values.
+
+    `outage`: the archive could not be reached (nothing is wrong with the study).
+    """
+
+    def __init__(self, message: str, *, outage: bool = False):
+        super().__init__(message)
+        self.outage = outage
 
 
 class StudyNotFound(RuntimeError):
@@ -64,22 +73,26 @@ def retrieve_study(
     job: StudyJob,
     config: RetrieveSettings,
     *,
-    on_transfer_start: Callable[[], None] = lambda: None,
-    keep_alive: Callable[[], None] = lambda: None,
+    on_transfer_start: Callable[[int], None] = lambda instances: None,
+    check_lease: Callable[[], None] = lambda: None,
 ) -> Retrieved:
     """Make the job's study (or series) complete in raw.
 
-    `on_transfer_start` is called before the first C-MOVE (the job becomes
-    'retrieving'); `keep_alive` on every poll (lease renewal).
+    `on_transfer_start(instances)` is called before the first C-MOVE with the
+    number of instances the archive announced (it reserves room in the cache
+    and may refuse with `cache_hold.CacheFull`; the job becomes 'retrieving');
+    `check_lease` between every step and on every poll (it raises
+    `LeaseLost` when another worker holds the job: the C-MOVE is cancelled).
     """
     cached = _complete_in_raw(api, conn, job, config.raw_node)
     if cached is not None:
         return Retrieved(cached, from_cache=True, moved_instances=0)
     for modality in config.modalities:
+        check_lease()
         found = _find_study(api, modality, job)
         if found is None:
             continue
-        return _fetch(api, conn, job, config, modality, found, on_transfer_start, keep_alive)
+        return _fetch(api, conn, job, config, modality, found, on_transfer_start, check_lease)
     raise StudyNotFound(f"no archive ({', '.join(config.modalities)}) holds the study")
 
 
@@ -161,15 +174,24 @@ def _query(api: OrthancApi, modality: str, level: str, query: dict[str, str]) ->
             for index in get_json(api, f"/queries/{query_id}/answers")
         ]
     except OrthancError as exc:
-        raise RetrieveError(f"C-FIND on {modality} failed: {exc}") from None
+        raise RetrieveError(f"C-FIND on {modality} failed: {exc}", outage=True) from None
     return query_id, answers
+
+
+def _archive_answers(api: OrthancApi, modality: str) -> bool:
+    """Whether the archive answers a C-ECHO now: tells an outage from a study it cannot send."""
+    try:
+        api.post(f"/modalities/{modality}/echo", b"{}")
+    except OrthancError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
 class FoundStudy:
     query_id: str  # the C-FIND whose answers a C-MOVE retrieves
     study_uid: str
-    instances: dict[str, int | None]  # per unit ('' = whole study, else series UID)
+    instances: dict[str, int]  # per unit ('' = whole study, else series UID)
 
 
 def _find_study(api: OrthancApi, modality: str, job: StudyJob) -> FoundStudy | None:
@@ -194,7 +216,10 @@ def _find_study(api: OrthancApi, modality: str, job: StudyJob) -> FoundStudy | N
     study_uid = uids.pop()
     if job.series_uids:
         return _find_series(api, modality, job, study_uid)
-    return FoundStudy(query_id, study_uid, {"": _count(answers[0].get("NumberOfStudyRelatedInstances"))})
+    count = _count(answers[0].get("NumberOfStudyRelatedInstances"))
+    if count is None:  # an archive that reports no counts: count what it lists
+        count = len(_archive_sop_uids(api, modality, study_uid, []))
+    return FoundStudy(query_id, study_uid, {"": count})
 
 
 def _count(value: str | None) -> int | None:
@@ -210,7 +235,21 @@ def _find_series(api: OrthancApi, modality: str, job: StudyJob, study_uid: str) 
     missing = [s for s in job.series_uids if s not in found]
     if missing:
         raise StudyNotFound(f"{len(missing)} of {len(job.series_uids)} requested series not on {modality}")
-    return FoundStudy(query_id, study_uid, {s: _count(found[s]) for s in job.series_uids})
+    counts = {s: _count(found[s]) for s in job.series_uids}
+    for series_uid in [s for s, n in counts.items() if n is None]:
+        counts[series_uid] = len(_archive_sop_uids(api, modality, study_uid, [series_uid]))
+    return FoundStudy(query_id, study_uid, counts)
+
+
+def _archive_sop_uids(api: OrthancApi, modality: str, study_uid: str, series_uids: list[str]) -> set[str]:
+    """The SOP Instance UIDs the archive lists for the study (or some of its series)."""
+    uids: set[str] = set()
+    for series_uid in series_uids or [""]:
+        _, answers = _query(api, modality, "Instance", {
+            "StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid, "SOPInstanceUID": "",
+        })
+        uids.update(a["SOPInstanceUID"] for a in answers if a.get("SOPInstanceUID"))
+    return uids
 
 
 def _fetch(
@@ -220,25 +259,39 @@ def _fetch(
     config: RetrieveSettings,
     modality: str,
     found: FoundStudy,
-    on_transfer_start: Callable[[], None],
-    keep_alive: Callable[[], None],
+    on_transfer_start: Callable[[int], None],
+    check_lease: Callable[[], None],
 ) -> Retrieved:
+    """C-MOVE what raw lacks, then check that raw holds every instance the archive announced.
+
+    A short transfer (the archive reported success and sent less, or nothing)
+    is completed by moving the missing instances, `SHORT_TRANSFER_ROUNDS` times
+    at most; still short, it is a failed attempt, never cached as complete.
+    """
     study_uid, expected = found.study_uid, found.instances
+    if sum(expected.values()) == 0:
+        raise RetrieveError(f"{modality} lists the study with no instance")
     held = {unit: raw_instance_count(api, study_uid, unit) for unit in expected}
-    incomplete = [u for u in expected if expected[u] is None or held[u] < expected[u]]
+    incomplete = [u for u in expected if held[u] < expected[u]]
     moved = 0
     if incomplete:
-        on_transfer_start()
+        on_transfer_start(sum(expected.values()))
         if any(held[u] for u in incomplete):
-            moved = _move_missing_instances(api, modality, study_uid, job.series_uids, config, keep_alive)
+            moved = _move_missing_instances(api, modality, study_uid, job.series_uids, config, check_lease)
         else:
-            _move(api, found.query_id, config, keep_alive)
-            moved = sum(v or 0 for v in expected.values())
+            _move(api, modality, found.query_id, config, check_lease)
+            moved = sum(expected.values())
+        for _ in range(SHORT_TRANSFER_ROUNDS):
+            short = [u for u in expected if raw_instance_count(api, study_uid, u) < expected[u]]
+            if not short:
+                break
+            logger.warning("job %s: short transfer from %s; moving the missing instances", job.id, modality)
+            moved += _move_missing_instances(api, modality, study_uid, job.series_uids, config, check_lease)
     for unit, count in expected.items():
         now_held = raw_instance_count(api, study_uid, unit)
-        if count is not None and now_held < count:
-            raise RetrieveError(f"raw holds {now_held} of {count} instances after the C-MOVE")
-        record_cached(conn, config.raw_node, study_uid, unit, count if count is not None else now_held)
+        if now_held < count:
+            raise RetrieveError(f"raw holds {now_held} of the {count} instances {modality} announced")
+        record_cached(conn, config.raw_node, study_uid, unit, count)
     raw_study_id = raw_study_id_for(api, study_uid)
     if raw_study_id is None:
         raise RetrieveError("the study is not in raw after the C-MOVE")
@@ -251,48 +304,59 @@ def _move_missing_instances(
     study_uid: str,
     series_uids: list[str],
     config: RetrieveSettings,
-    keep_alive: Callable[[], None],
+    check_lease: Callable[[], None],
 ) -> int:
     """Move only the instances raw lacks (raw holds part of the study)."""
-    on_archive: set[str] = set()
-    for series_uid in series_uids or [""]:
-        _, answers = _query(api, modality, "Instance", {
-            "StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid, "SOPInstanceUID": "",
-        })
-        on_archive.update(a["SOPInstanceUID"] for a in answers)
-    missing = sorted(set(on_archive) - _raw_sop_uids(api, study_uid, series_uids))
+    on_archive = _archive_sop_uids(api, modality, study_uid, series_uids)
+    missing = sorted(on_archive - _raw_sop_uids(api, study_uid, series_uids))
     for start in range(0, len(missing), MISSING_INSTANCES_PER_MOVE):
+        check_lease()
         chunk = missing[start:start + MISSING_INSTANCES_PER_MOVE]
         query_id, _ = _query(api, modality, "Instance", {
             "StudyInstanceUID": study_uid, "SOPInstanceUID": "\\".join(chunk),
         })
-        _move(api, query_id, config, keep_alive)
+        _move(api, modality, query_id, config, check_lease)
     return len(missing)
 
 
-def _move(api: OrthancApi, query_id: str, config: RetrieveSettings, keep_alive: Callable[[], None]) -> None:
-    """C-MOVE every answer of a query to raw, as an asynchronous job, and wait for it."""
+def _move(api: OrthancApi, modality: str, query_id: str, config: RetrieveSettings,
+          check_lease: Callable[[], None]) -> None:
+    """C-MOVE every answer of a query to raw, as an asynchronous job, and wait for it.
+
+    The job is cancelled if the lease is lost (another worker has the study)
+    or the move outlasts its timeout.
+    """
     try:
         job = post_json(api, f"/queries/{query_id}/retrieve",
                         {"TargetAet": config.raw_aet, "Asynchronous": True})
     except OrthancError as exc:
-        raise RetrieveError(f"C-MOVE could not start: {exc}") from None
+        raise RetrieveError(f"C-MOVE could not start: {exc}", outage=True) from None
     job_id = job["ID"]
     deadline = time.monotonic() + config.move_timeout_seconds
-    while True:
-        time.sleep(config.poll_seconds)
-        keep_alive()
-        try:
-            state = get_json(api, f"/jobs/{job_id}")
-        except OrthancError as exc:
-            raise RetrieveError(f"C-MOVE job could not be polled: {exc}") from None
-        if state["State"] == "Success":
-            return
-        if state["State"] in ("Failure", "Paused"):
-            raise RetrieveError(f"C-MOVE failed: {state.get('ErrorDescription', state['State'])}")
-        if time.monotonic() > deadline:
+    try:
+        while True:
+            time.sleep(config.poll_seconds)
+            check_lease()
             try:
-                api.post(f"/jobs/{job_id}/cancel", b"")
-            except OrthancError:
-                pass  # the job may have ended meanwhile
-            raise RetrieveError(f"C-MOVE timed out after {config.move_timeout_seconds:.0f} s")
+                state = get_json(api, f"/jobs/{job_id}")
+            except OrthancError as exc:
+                raise RetrieveError(f"C-MOVE job could not be polled: {exc}", outage=True) from None
+            if state["State"] == "Success":
+                return
+            if state["State"] in ("Failure", "Paused"):
+                raise RetrieveError(
+                    f"C-MOVE failed: {state.get('ErrorDescription', state['State'])}",
+                    outage=not _archive_answers(api, modality))
+            if time.monotonic() > deadline:
+                raise RetrieveError(f"C-MOVE timed out after {config.move_timeout_seconds:.0f} s",
+                                    outage=not _archive_answers(api, modality))
+    except BaseException:
+        _cancel(api, job_id)
+        raise
+
+
+def _cancel(api: OrthancApi, job_id: str) -> None:
+    try:
+        api.post(f"/jobs/{job_id}/cancel", b"")
+    except OrthancError:
+        pass  # the job has ended meanwhile

@@ -27,5 +27,5 @@ class RawService:
 
     def handle(self, request: ApiRequest) -> ApiResponse:
         if request.path == "health" and request.method == "GET":
-            return ApiResponse(200, health(self.settings, "raw"))
+            return ApiResponse(200, health(self.settings, "raw", workers=self.worker.beats.report()))
         return api.handle(self.api_context, request)

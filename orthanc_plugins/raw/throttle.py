@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import psycopg
 
 from orthanc_plugins.common.settings import Settings
+from orthanc_plugins.raw.cache_hold import over_hold_limit
 from orthanc_plugins.raw.queue import StudyJob, claim_next_job
 
 
@@ -97,12 +98,22 @@ def update_controls(
 
 
 def claim_transfer_job(
-    conn: psycopg.Connection, owner: str, lease_seconds: float
+    conn: psycopg.Connection,
+    owner: str,
+    lease_seconds: float,
+    *,
+    max_crashes: int = 2,
+    raw_node: str | None = None,
+    hold_limit_bytes: int | None = None,
 ) -> tuple[StudyJob | None, float]:
     """Claim a job for a VNA transfer if the limits allow it now.
 
+    With `raw_node`, nothing is claimed while that raw holds `hold_limit_bytes`
+    of studies for anon (backpressure: anon is behind, see `cache_hold`).
     Returns (job, 0) or (None, seconds worth waiting before asking again).
     """
+    if raw_node is not None and over_hold_limit(conn, raw_node, hold_limit_bytes):
+        return None, 1.0
     with conn.transaction():
         row = conn.execute(
             "SELECT max_in_flight, studies_per_second, paused,"
@@ -117,7 +128,7 @@ def claim_transfer_job(
             return None, 0.2
         if tokens < 1.0:
             return None, (1.0 - tokens) / rate
-        job = claim_next_job(conn, owner, lease_seconds)
+        job = claim_next_job(conn, owner, lease_seconds, max_crashes)
         if job is None:
             return None, 1.0
         conn.execute(

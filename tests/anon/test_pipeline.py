@@ -37,6 +37,10 @@ def demo_settings(pixl_settings):
                                tag_rules_dir=REPO_ROOT / "tag_rules", retry_base_seconds=60)
 
 
+def _anonymiser(settings, secrets, owner: str) -> StudyAnonymiser:
+    return StudyAnonymiser(settings, secrets, owner, lambda: pixl_db.connect(settings, autocommit=True))
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -91,7 +95,7 @@ def test_a_study_is_retried_while_its_destination_is_down_then_exported(stack, d
     patient, datasets, raw_study_id = _study_in_raw(stack, tmp_path, seed=9001)
     secrets = FileSecrets(pixl_settings.secrets_file)
     _configure_ftps(secrets, stack.settings, _closed_port())
-    anonymiser = StudyAnonymiser(pixl_settings, stack.anon, secrets, owner="test-anon")
+    anonymiser = _anonymiser(pixl_settings, secrets, "test-anon")
     with pixl_db.connect(pixl_settings, autocommit=True) as conn:
         job_id = _insert_job(conn, stack.settings.raw.url, raw_study_id, datasets)
 
@@ -147,9 +151,9 @@ def test_the_same_study_gets_the_same_pseudonyms_from_any_worker(stack, demo_set
         first = _insert_job(conn, stack.settings.raw.url, raw_study_id, datasets)
         second = _insert_job(conn, stack.settings.raw.url, raw_study_id, datasets)
         # Two anon workers, each with fresh state, each de-identifying one of the jobs.
-        assert StudyAnonymiser(pixl_settings, stack.anon, secrets, owner="worker-a").run_once(conn)
+        assert _anonymiser(pixl_settings, secrets, "worker-a").run_once(conn)
         conn.execute("UPDATE study_jobs SET next_attempt_at = now() + interval '1 day' WHERE id = %s", (first,))
-        assert StudyAnonymiser(pixl_settings, stack.anon, secrets, owner="worker-b").run_once(conn)
+        assert _anonymiser(pixl_settings, secrets, "worker-b").run_once(conn)
         a, b = _job(conn, first), _job(conn, second)
     assert a["state"] == b["state"] == "exporting"
     assert a["pseudo_study_uid"] == b["pseudo_study_uid"]

@@ -7,6 +7,7 @@ import threading
 import time
 
 from orthanc_plugins.common import db as pixl_db
+from orthanc_plugins.common.job_queue import RetryPolicy
 from orthanc_plugins.raw import queue, throttle
 from orthanc_plugins.raw.extracts import ExtractRow, ParsedExtract, extract_name_for, queue_extract
 
@@ -25,7 +26,7 @@ def test_claims_in_order_and_records_state_times(conn, pixl_settings):
     second = queue.claim_next_job(conn, "a", 30)
 
     assert (first.id, second.id) == (1, 2)
-    assert (first.state, first.attempts) == ("querying", 1)
+    assert (first.state, first.attempts) == ("querying", 0)  # attempts count failures only
     assert "mrn" not in repr(first) and "acc0" not in repr(first)
     times = conn.execute("SELECT state_times FROM study_jobs WHERE id = 1").fetchone()[0]
     assert set(times) == {"queued", "querying"}
@@ -57,7 +58,7 @@ def test_a_job_of_a_dead_holder_is_taken_back_after_its_lease(conn, pixl_setting
     time.sleep(0.6)
     taken = queue.claim_next_job(conn, "alive", 30)
 
-    assert taken.id == held.id and taken.attempts == 2
+    assert taken.id == held.id
     # The dead holder, should it wake up, can no longer move the job.
     assert not queue.move_job(conn, held.id, "dead", "cached")
     assert queue.move_job(conn, held.id, "alive", "cached")
@@ -66,18 +67,19 @@ def test_a_job_of_a_dead_holder_is_taken_back_after_its_lease(conn, pixl_setting
 def test_retry_backs_off_then_fails_after_max_attempts(conn, pixl_settings):
     _load(conn, pixl_settings, 1)
     job = queue.claim_next_job(conn, "w", 30)
-    state = queue.schedule_retry(conn, job, "w", "C-FIND failed", base=60, cap=600, max_attempts=2)
+    policy = RetryPolicy(base_seconds=60, cap_seconds=600, max_attempts=2, give_up_seconds=3600)
+    state = queue.schedule_retry(conn, job.id, "w", "C-FIND failed", policy, state="queued")
     assert state == "queued"
     assert queue.claim_next_job(conn, "w", 30) is None  # not due for 60 s
     conn.execute("UPDATE study_jobs SET next_attempt_at = now()")
     job = queue.claim_next_job(conn, "w", 30)
-    state = queue.schedule_retry(conn, job, "w", "C-FIND failed", base=60, cap=600, max_attempts=2)
+    state = queue.schedule_retry(conn, job.id, "w", "C-FIND failed", policy, state="queued")
 
     assert state == "failed"
     row = conn.execute("SELECT state, last_error, lease_owner FROM study_jobs").fetchone()
     assert row == ("failed", "C-FIND failed (gave up after 2 attempts)", None)
     assert queue.retry_failed_jobs(conn, project="test-extract-uclh-omop-cdm") == 1
-    assert queue.claim_next_job(conn, "w", 30).attempts == 1
+    assert queue.claim_next_job(conn, "w", 30).attempts == 0
 
 
 def test_backoff_is_exponential_and_capped():
