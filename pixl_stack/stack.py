@@ -156,6 +156,23 @@ class Stack:
             raise StackError(f"the VNA refused to learn {server.process_name}: HTTP {response.status_code}")
         return settings
 
+    def start_anon_instance(self, name: str, port_offset: int) -> Settings:
+        """Another anon server on the same PIXL database, as when scaling out: its own
+        ports, storage and staging, taking work from the same queue. Returns its settings."""
+        anon = self.settings.anon
+        node = dataclasses.replace(anon, http_port=anon.http_port + port_offset,
+                                   dicom_port=anon.dicom_port + port_offset)
+        settings = dataclasses.replace(self.settings, anon=node, instance_name=name)
+        server = OrthancServer(node, "anon", True, settings, f"anon-{name}")
+        try:
+            self._start_orthanc(server)
+            self._wait_ready(server)
+        except StackError:
+            self._process(server.process_name).stop()
+            raise
+        self.servers.append(server)
+        return settings
+
     def stop_raw_instance(self, name: str) -> None:
         """Stop a raw server started by `start_raw_instance`; `up` no longer starts it."""
         self.servers = [s for s in self.servers if s.process_name != f"raw-{name}"]

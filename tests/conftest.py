@@ -33,7 +33,7 @@ def _free_port_base() -> int:
     B+1000 and B+2000 for the stacks that single tests start (see
     `extra_stack_settings`); each window uses offsets 21..445.
     """
-    offsets = (21, 42, 43, 44, 45, 142, 242, 243, 244, 245, 342, 432)  # 142/342: a second raw
+    offsets = (21, 42, 43, 44, 45, 142, 143, 242, 243, 244, 245, 342, 343, 432)  # 142/342: a second raw, 143/343: a second anon
     # Below Linux's ephemeral range (32768 and up), where any outgoing connection may
     # take a port between our check and our servers' start; and off the default 28000.
     bases = list(range(10000, 26000, 3000))

@@ -39,7 +39,7 @@ def describe(exc: BaseException) -> str:
     if own:
         return str(exc)[:300]
     if isinstance(exc, ssl.SSLError):
-        return f"{type(exc).__name__} {exc.reason or ''}".strip()
+        return f"{type(exc).__name__} {getattr(exc, 'reason', None) or ''}".strip()
     if isinstance(exc, OSError) and exc.errno in errno.errorcode:
         return f"{type(exc).__name__} {errno.errorcode[exc.errno]}"
     return type(exc).__name__

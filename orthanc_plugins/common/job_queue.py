@@ -40,7 +40,7 @@ MOVABLE_COLUMNS = frozenset({
     "raw_protected", "anon_node",
 })
 # A holder's process counts as dead when it has not been seen for this long
-# (processes refresh `pixl_processes` every few seconds, see `processes.py`).
+# (processes refresh `pixl_processes` every few seconds, see `liveness.py`).
 PROCESS_DEAD_AFTER_SECONDS = 20.0
 
 Row = TypeVar("Row")
@@ -72,12 +72,12 @@ def _states_sql(states: tuple[str, ...]) -> str:
 # A job taken back from a holder that did not release it: the holder's process
 # is dead if it is not seen any more, unless PostgreSQL itself restarted lately
 # (then nobody could be seen, and nobody is to blame).
-_CRASHED_HOLDER = f"""
+_CRASHED_HOLDER = """
     j.lease_owner IS NOT NULL
     AND NOT EXISTS (SELECT 1 FROM pixl_processes p
         WHERE p.owner_prefix = regexp_replace(j.lease_owner, '/[^/]*$', '')
-          AND p.last_seen > clock_timestamp() - make_interval(secs => {PROCESS_DEAD_AFTER_SECONDS}))
-    AND pg_postmaster_start_time() < clock_timestamp() - make_interval(secs => {PROCESS_DEAD_AFTER_SECONDS})
+          AND p.last_seen > clock_timestamp() - make_interval(secs => %(dead_after)s))
+    AND pg_postmaster_start_time() < clock_timestamp() - make_interval(secs => %(dead_after)s)
 """
 
 
@@ -117,6 +117,7 @@ def claim_job(
     max_crashes: int = 2,
     where: str = "",
     params: dict | None = None,
+    dead_after_seconds: float = PROCESS_DEAD_AFTER_SECONDS,
 ) -> Row | None:
     """Take the next due job in one of `states`, move it to `new_state` under a lease.
 
@@ -129,7 +130,8 @@ def claim_job(
     sql = _claim_sql(states, new_state, fields, f"AND ({where})" if where else "")
     while True:
         with conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(sql, {"owner": owner, "lease": lease_seconds, **(params or {})}).fetchone()
+            row = cur.execute(sql, {"owner": owner, "lease": lease_seconds,
+                                    "dead_after": dead_after_seconds, **(params or {})}).fetchone()
         if row is None:
             return None
         if row["crashes"] >= max_crashes:

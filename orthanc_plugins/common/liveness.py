@@ -20,7 +20,7 @@ from orthanc_plugins.common.plugin_support import safe_traceback
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_SECONDS = 2.0
 
 
 class WorkerBeats:

@@ -38,9 +38,11 @@ class CacheFull(Exception):
 
 
 def held_bytes(conn: psycopg.Connection, raw_node: str, *, except_job: int | None = None) -> int:
+    """What raw holds for anon: studies in its hands or anon's, and those still protected
+    (Orthanc cannot recycle them until `release_protections` has run)."""
     row = conn.execute(
-        f"SELECT coalesce(sum(raw_bytes), 0) FROM study_jobs WHERE raw_node = %s AND state IN ({_HELD})"
-        " AND id IS DISTINCT FROM %s",
+        "SELECT coalesce(sum(raw_bytes), 0) FROM study_jobs WHERE raw_node = %s"
+        f" AND (state IN ({_HELD}) OR raw_protected) AND id IS DISTINCT FROM %s",
         (raw_node, except_job),
     ).fetchone()
     return int(row[0])

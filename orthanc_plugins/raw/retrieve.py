@@ -57,6 +57,7 @@ class RetrieveSettings:
     raw_aet: str
     raw_node: str  # which raw holds the cache (its base URL)
     move_timeout_seconds: float
+    max_storage_mb: int = 0  # raw's MaximumStorageSize (0: unlimited)
     poll_seconds: float = 0.2
 
 
@@ -178,13 +179,17 @@ def _query(api: OrthancApi, modality: str, level: str, query: dict[str, str]) ->
     return query_id, answers
 
 
-def _archive_answers(api: OrthancApi, modality: str) -> bool:
-    """Whether the archive answers a C-ECHO now: tells an outage from a study it cannot send."""
+def _outage_behind_a_failed_move(api: OrthancApi, modality: str, config: RetrieveSettings) -> bool:
+    """Whether a failed C-MOVE is nobody's fault but the servers': the archive does not
+    answer a C-ECHO, or raw's own storage is full. Otherwise the study is to blame."""
     try:
         api.post(f"/modalities/{modality}/echo", b"{}")
     except OrthancError:
-        return False
-    return True
+        return True
+    if config.max_storage_mb:
+        used = float(get_json(api, "/statistics")["TotalDiskSizeMB"])
+        return used >= 0.9 * config.max_storage_mb
+    return False
 
 
 @dataclass(frozen=True)
@@ -346,10 +351,10 @@ def _move(api: OrthancApi, modality: str, query_id: str, config: RetrieveSetting
             if state["State"] in ("Failure", "Paused"):
                 raise RetrieveError(
                     f"C-MOVE failed: {state.get('ErrorDescription', state['State'])}",
-                    outage=not _archive_answers(api, modality))
+                    outage=_outage_behind_a_failed_move(api, modality, config))
             if time.monotonic() > deadline:
                 raise RetrieveError(f"C-MOVE timed out after {config.move_timeout_seconds:.0f} s",
-                                    outage=not _archive_answers(api, modality))
+                                    outage=_outage_behind_a_failed_move(api, modality, config))
     except BaseException:
         _cancel(api, job_id)
         raise

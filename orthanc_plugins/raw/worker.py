@@ -44,7 +44,7 @@ def retrieve_settings(settings: Settings) -> RetrieveSettings:
         modalities += (settings.secondary_vna_modality,)
     return RetrieveSettings(
         modalities=modalities, raw_aet=settings.raw.aet, raw_node=settings.raw.url,
-        move_timeout_seconds=settings.move_timeout_seconds,
+        move_timeout_seconds=settings.move_timeout_seconds, max_storage_mb=settings.raw_max_storage_mb,
     )
 
 

@@ -22,6 +22,7 @@ from orthanc_plugins.common.orthanc_api import get_json, post_json
 from orthanc_plugins.raw import throttle
 from pixl_stack import studygen
 from pixl_stack.dcmtk import storescu
+from stack_support import VnaLog
 
 pytestmark = pytest.mark.stack
 
@@ -35,25 +36,8 @@ _seeds = itertools.count(random.randrange(10**6, 10**9, 10**4))
 # --- helpers ---------------------------------------------------------------------
 
 
-class VnaLog:
-    """Counts the C-FIND and C-MOVE requests the VNA received from raw, from its own log."""
-
-    def __init__(self, stack):
-        self.stack = stack
-        self.path = stack.settings.state_dir / "logs" / "vna.log"
-        self.mark()
-
-    def mark(self) -> None:
-        self.stack.vna.put("/tools/log-level", b"verbose")
-        self.offset = self.path.stat().st_size
-
-    def counts(self) -> tuple[int, int]:
-        with self.path.open("rb") as log:
-            log.seek(self.offset)
-            text = log.read().decode(errors="replace")
-        aet = self.stack.settings.raw.aet
-        return (text.count(f"Incoming Find request from AET {aet}"),
-                text.count(f"Incoming Move request from AET {aet}"))
+def vna_log(stack) -> VnaLog:
+    return VnaLog(stack.vna, stack.settings.state_dir / "logs" / "vna.log", stack.settings.raw.aet)
 
 
 def put_studies_in_vna(stack, tmp_path: Path, count: int, *, series=2, instances=2):
@@ -138,7 +122,7 @@ def test_extract_ends_cached_and_handed_to_anon_with_exactly_the_expected_archiv
 ):
     throttle.update_controls(conn, max_in_flight=5, studies_per_second=50, paused=False)
     studies = put_studies_in_vna(stack, tmp_path, 3)
-    vna = VnaLog(stack)
+    vna = vna_log(stack)
     body = cohort(studies)
 
     summary = upload(stack, body)
@@ -177,7 +161,7 @@ def test_a_partial_copy_in_raw_fetches_only_the_missing_instances(stack, conn, c
     for instance in instances[:2]:
         stack.raw.delete(f"/instances/{instance['ID']}")
 
-    vna = VnaLog(stack)
+    vna = vna_log(stack)
     later = upload(stack, cohort([study], project=OTHER_PROJECT))
     wait_until_handed_to_anon(conn, later)
 
@@ -191,7 +175,7 @@ def test_a_study_missing_from_the_vna_ends_not_found(stack, conn, controls, tmp_
     (present,) = put_studies_in_vna(stack, tmp_path, 1)
     absent = studygen.generate_study(studygen.StudySpec(modality="DX", seed=next(_seeds)),
                                      studygen.make_patient(next(_seeds)))[0]
-    vna = VnaLog(stack)
+    vna = vna_log(stack)
     summary = upload(stack, cohort([present, absent]))
     jobs = wait_until_handed_to_anon(conn, summary)
 
