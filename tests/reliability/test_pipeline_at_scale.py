@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import http.server
+import os
 import re
+import signal
 import threading
 import time
 from collections import Counter
@@ -38,7 +40,7 @@ def scale_stack(base_settings, extra_stack_settings):
         base_settings, 1, base_settings.state_dir / "scale-stack",
         projects_dir=REPO_ROOT / "projects", tag_rules_dir=REPO_ROOT / "tag_rules",
         raw_max_storage_mb=RAW_MAX_STORAGE_MB, anon_keep_hours=0.0,
-        job_lease_seconds=1.5, retry_base_seconds=0.5, retry_max_seconds=2.0,
+        job_lease_seconds=1.5, retry_base_seconds=0.2, retry_max_seconds=0.5, max_attempts=3,
     )
     stack = Stack(settings)
     try:
@@ -211,3 +213,73 @@ def test_a_study_named_by_two_extracts_at_once_is_exported_once(scale_stack, tmp
     assert jobs[0][3] == jobs[1][3]
     assert exports == 1
     assert ftps_uploads(scale_stack)[jobs[0][3]] == 1
+
+
+def _wait_for_state(conn, summary, state: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(j[1] == state for j in _jobs(conn, summary)):
+        assert time.monotonic() < deadline, f"no job reached {state}: {_jobs(conn, summary)}"
+        time.sleep(0.05)
+
+
+def test_anon_killed_mid_extract_loses_and_doubles_nothing(scale_stack, tmp_path):
+    settings = scale_stack.settings
+    studies = _ct_studies(scale_stack, tmp_path, 6, instances=20, size=256)
+    before = ftps_uploads(scale_stack)
+    with pixl_db.connect(settings, autocommit=True) as conn:
+        summary = _load(scale_stack, studies, "demo")
+        _wait_for_state(conn, summary, "anonymising")
+        anon = next(s for s in scale_stack.status() if s.name == "anon")
+        os.kill(anon.pid, signal.SIGKILL)
+        time.sleep(1)
+        scale_stack.up()  # starts what is not running: anon
+        jobs = _wait_until_ended(conn, [summary])
+    assert Counter(j[1] for j in jobs) == {"exported": 6}, jobs
+    uploads = ftps_uploads(scale_stack) - before
+    assert uploads == {j[3]: 1 for j in jobs}
+
+
+def test_postgresql_killed_mid_extract_loses_and_doubles_nothing(scale_stack, tmp_path):
+    settings = scale_stack.settings
+    studies = _ct_studies(scale_stack, tmp_path, 6, instances=20, size=256)
+    before = ftps_uploads(scale_stack)
+    with pixl_db.connect(settings, autocommit=True) as conn:
+        summary = _load(scale_stack, studies, "demo")
+        _wait_for_state(conn, summary, "anonymising")
+    os.kill(scale_stack.postgres.pid(), signal.SIGKILL)
+    time.sleep(3)  # raw and anon work on without their database a while
+    scale_stack.up()  # starts PostgreSQL again (crash recovery)
+    with pixl_db.connect(settings, autocommit=True) as conn:
+        jobs = _wait_until_ended(conn, [summary])
+    assert Counter(j[1] for j in jobs) == {"exported": 6}, jobs
+    uploads = ftps_uploads(scale_stack) - before
+    assert set(uploads) == {j[3] for j in jobs}
+    # A study whose confirmation PostgreSQL lost in the crash is sent again: the destination
+    # holds it once (the same name), and no study went more than twice.
+    assert max(uploads.values()) <= 2
+    assert len(list((scale_stack.ftps_root / "demo").glob("*.part"))) == 0
+
+
+def test_a_destination_down_longer_than_the_attempt_budget_fails_nothing(scale_stack, tmp_path):
+    settings = scale_stack.settings
+    ftps = scale_stack._process("ftps")
+    studies = _ct_studies(scale_stack, tmp_path, 2, instances=4)
+    ftps.stop()
+    try:
+        with pixl_db.connect(settings, autocommit=True) as conn:
+            summary = _load(scale_stack, studies, "demo")
+            deadline = time.monotonic() + 120
+            # Far more tries than the stack's max_attempts, each one an outage.
+            while not all(row[0] > settings.max_attempts + 2 for row in conn.execute(
+                    "SELECT retries FROM study_jobs j JOIN extracts e ON e.id = j.extract_id"
+                    " WHERE e.extract_name = %s AND j.state = 'exporting'", (summary["extract"],)
+            ).fetchall() or [(0,)]):
+                assert time.monotonic() < deadline, _jobs(conn, summary)
+                time.sleep(0.3)
+            jobs = _jobs(conn, summary)
+            assert all(j[1] == "exporting" and "FTPS" in (j[2] or "") for j in jobs), jobs
+    finally:
+        scale_stack.up()  # the FTPS server is back
+    with pixl_db.connect(settings, autocommit=True) as conn:
+        jobs = _wait_until_ended(conn, [summary])
+    assert Counter(j[1] for j in jobs) == {"exported": 2}, jobs
