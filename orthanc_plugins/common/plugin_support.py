@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
@@ -222,13 +223,20 @@ def health(settings: Settings, service: str, *, workers: dict | None = None) -> 
             problems.append(f"worker threads died: {', '.join(workers['dead'])}")
         if workers["stuck"]:
             problems.append(f"worker threads stuck: {', '.join(workers['stuck'])}")
-    free_mb = shutil.disk_usage(settings.state_dir).free // (1024 * 1024)
+    free_mb = _free_disk_mb(settings.state_dir)
     answer["disk_free_mb"] = free_mb
     if free_mb < settings.min_free_disk_mb:
         problems.append(f"disk nearly full: {free_mb} MB free, below {settings.min_free_disk_mb} MB")
     answer["problems"] = problems
     answer["healthy"] = not problems and bool(answer["schema_version"])
     return answer
+
+
+def _free_disk_mb(path: Path) -> int:
+    """Free space of the disk that holds `path` (or would, once it exists)."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return shutil.disk_usage(path).free // (1024 * 1024)
 
 
 def migrate_with_retry(settings: Settings, attempts: int = 30, delay: float = 1.0) -> int:
