@@ -93,6 +93,20 @@ class Health:
 
 
 @dataclass(frozen=True)
+class PipelineStatus:
+    """What holds the pipeline back (`GET /pixl/pipeline`)."""
+
+    waiting_for_anon: int
+    exporting: int
+    raw_cache_used_mb: float | None
+    raw_cache_max_mb: int | None
+    held_for_anon_mb: float
+    hold_limit_mb: int | None
+    anon_instances_per_second: float
+    problems: list[str]
+
+
+@dataclass(frozen=True)
 class LoadSummary:
     project: str
     extract: str
@@ -318,6 +332,9 @@ class RawClient:
             params=params,
         )
 
+    def pipeline(self) -> PipelineStatus:
+        return self._call("GET", "/pixl/pipeline", _pipeline)
+
     def destinations(self) -> list[Destination]:
         return self._call("GET", "/pixl/destinations", _destinations)
 
@@ -416,6 +433,20 @@ def _health(data: dict[str, Any]) -> Health:
         database=data.get("database", ""),
         schema_version=data.get("schema_version"),
         healthy=bool(data.get("healthy")),
+    )
+
+
+def _pipeline(data: dict[str, Any]) -> PipelineStatus:
+    cache = data["raw_cache"]
+    return PipelineStatus(
+        waiting_for_anon=int(data["waiting_for_anon"]),
+        exporting=int(data["exporting"]),
+        raw_cache_used_mb=cache["used_mb"],
+        raw_cache_max_mb=cache["max_mb"],
+        held_for_anon_mb=float(cache["held_for_anon_mb"]),
+        hold_limit_mb=cache["hold_limit_mb"],
+        anon_instances_per_second=float(data["anon_instances_per_second"]),
+        problems=[str(problem) for problem in data["problems"]],
     )
 
 

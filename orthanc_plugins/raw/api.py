@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import requests
 from psycopg.rows import dict_row
 
 from orthanc_plugins.common.parquet_export import ParquetExportError, run_parquet_export
-from orthanc_plugins.common.plugin_support import ApiError, ApiRequest, ApiResponse
+from orthanc_plugins.common.orthanc_api import OrthancApi, get_json
+from orthanc_plugins.common.plugin_support import ApiError, ApiRequest, ApiResponse, health
 from orthanc_plugins.common.settings import Settings
-from orthanc_plugins.raw import queue, throttle
+from orthanc_plugins.raw import cache_hold, queue, throttle
 from orthanc_plugins.raw.extracts import ExtractError, queue_extract, read_upload
 from pixl_hooks import plugins
 
@@ -30,6 +32,7 @@ THROUGHPUT_WINDOW_MINUTES = 10
 class ApiContext:
     settings: Settings
     connect: Callable[[], psycopg.Connection]  # an autocommit connection, closed by the caller
+    orthanc: OrthancApi | None = None  # raw's own Orthanc (for its cache's statistics)
 
 
 Route = Callable[[ApiContext, ApiRequest, psycopg.Connection], ApiResponse]
@@ -206,6 +209,54 @@ def _export_rows(conn: psycopg.Connection, conditions: list[str], params: dict) 
     return rows
 
 
+# --- what holds the pipeline back ------------------------------------------------
+
+# anon's throughput is measured over the studies it de-identified in this window.
+ANON_RATE_WINDOW_SECONDS = 300
+
+
+def get_pipeline(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    """Where the pipeline waits: studies waiting for anon, raw's cache against its maximum,
+    anon's de-identification rate, and the health problems of raw and anon."""
+    counts = dict(conn.execute(
+        "SELECT state, count(*) FROM study_jobs WHERE state IN ('cached', 'anonymising', 'exporting')"
+        " GROUP BY state").fetchall())
+    deidentified = conn.execute(
+        "SELECT coalesce(sum(o.instances), 0) FROM anon_outcomes o JOIN study_jobs j ON j.id = o.job_id"
+        " WHERE (j.state_times->>'exporting')::timestamptz > clock_timestamp() - make_interval(secs => %s)",
+        (ANON_RATE_WINDOW_SECONDS,),
+    ).fetchone()[0]
+    settings = ctx.settings
+    used_mb = None
+    if ctx.orthanc is not None:
+        used_mb = round(float(get_json(ctx.orthanc, "/statistics")["TotalDiskSizeMB"]), 1)
+    limit = settings.raw_hold_limit_bytes
+    return ApiResponse(200, {
+        "waiting_for_anon": counts.get("cached", 0) + counts.get("anonymising", 0),
+        "exporting": counts.get("exporting", 0),
+        "raw_cache": {
+            "used_mb": used_mb,
+            "max_mb": settings.raw_max_storage_mb or None,
+            "held_for_anon_mb": round(cache_hold.held_bytes(conn, settings.raw.url) / 2**20, 1),
+            "hold_limit_mb": round(limit / 2**20) if limit else None,
+        },
+        "anon_instances_per_second": round(int(deidentified) / ANON_RATE_WINDOW_SECONDS, 1),
+        "problems": _problems("raw", health(settings, "raw")) + _anon_problems(settings),
+    })
+
+
+def _problems(service: str, answer: dict) -> list[str]:
+    return [f"{service}: {problem}" for problem in answer.get("problems", [])]
+
+
+def _anon_problems(settings: Settings) -> list[str]:
+    try:
+        response = requests.get(settings.anon.url + "/pixl/health", auth=settings.orthanc_auth, timeout=5)
+        return _problems("anon", response.json())
+    except (requests.RequestException, ValueError) as exc:
+        return [f"anon: unreachable ({type(exc).__name__})"]
+
+
 def list_destinations(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
     return ApiResponse(200, {"destinations": plugins.list_destinations()})
 
@@ -227,4 +278,5 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "exports"): start_export,
     ("GET", "exports"): list_exports,
     ("GET", "destinations"): list_destinations,
+    ("GET", "pipeline"): get_pipeline,
 }

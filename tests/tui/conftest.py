@@ -31,6 +31,14 @@ FIXED_PAYLOADS: dict[str, dict] = {
         "schema_version": 3,
         "healthy": True,
     },
+    "/pixl/pipeline": {
+        "waiting_for_anon": 5,
+        "exporting": 1,
+        "raw_cache": {"used_mb": 812.4, "max_mb": 10240, "held_for_anon_mb": 420.0,
+                      "hold_limit_mb": 5120},
+        "anon_instances_per_second": 85.3,
+        "problems": ["anon: disk nearly full: 900 MB free, below 1024 MB"],
+    },
     "/pixl/extracts": {
         "extracts": [
             {

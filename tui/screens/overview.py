@@ -5,10 +5,11 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Footer, Header, Static
 
-from tui.client import ExtractStatus
+from tui.client import ExtractStatus, PipelineStatus
 from tui.screens.base import PixlScreen
 from tui.widgets.connection_bar import ConnectionBar
 from tui.widgets.extract_table import ExtractTable, extract_details
+from tui.widgets.formatting import pipeline_line
 
 
 class OverviewScreen(PixlScreen):
@@ -21,6 +22,7 @@ class OverviewScreen(PixlScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield ConnectionBar(id="connection")
+        yield Static(id="pipeline")
         yield Static("No extract loaded yet: press [b]l[/b] to load one.", id="empty")
         yield ExtractTable(id="extracts")
         yield Static(id="details")
@@ -34,6 +36,10 @@ class OverviewScreen(PixlScreen):
 
     def reload(self) -> None:
         self.call_server(self.client.extracts, self.show)
+        self.call_server(self.client.pipeline, self.show_pipeline, group="pipeline")
+
+    def show_pipeline(self, status: PipelineStatus) -> None:
+        self.query_one("#pipeline", Static).update(pipeline_line(status))
 
     def show(self, extracts: list[ExtractStatus]) -> None:
         self._extracts = {status.key: status for status in extracts}

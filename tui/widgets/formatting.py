@@ -41,3 +41,18 @@ def shorten(text: str | None, width: int) -> str:
         return ""
     line = " ".join(text.split())
     return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def pipeline_line(status) -> Text:
+    """One line of what holds the pipeline back: anon's backlog, raw's cache, anon's rate."""
+    line = Text(f"Waiting for anon: {status.waiting_for_anon} · exporting: {status.exporting} · ")
+    used = "?" if status.raw_cache_used_mb is None else f"{status.raw_cache_used_mb:.0f}"
+    line.append(f"raw cache {used}/{status.raw_cache_max_mb or '∞'} MB")
+    if status.hold_limit_mb:
+        held = status.held_for_anon_mb
+        line.append(f" (held for anon {held:.0f} of {status.hold_limit_mb} MB)",
+                    style="yellow" if held >= status.hold_limit_mb else "")
+    line.append(f" · anon {status.anon_instances_per_second:.1f} instances/s")
+    for problem in status.problems:
+        line.append(f"\n⚠ {problem}", style="bold red")
+    return line
