@@ -164,28 +164,53 @@ def stop_profiles(profiles: list[Profile]) -> None:
 
 
 _LINE_NUMBER = re.compile(r":\d+\)$")
+NO_FRAME = "(no Python frame)"
 
 
 def summarise_profile(collapsed: Path, top: int = 12) -> list[str]:
-    """The functions where the samples were (inclusive) and where they were spent
-    (self), with their share of all samples, from py-spy's collapsed stacks."""
+    """Where the samples of py-spy's collapsed stacks were, as shares of all samples:
+    inclusive (the function or what it called), self (the innermost frame), and by the
+    innermost function of PIXL's own code with what it was calling."""
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
+    pixl: Counter[str] = Counter()
     total = 0
     for line in collapsed.read_text(encoding="utf-8", errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
+        if not count.isdigit():
             continue
         samples = int(count)
         total += samples
-        frames = [_LINE_NUMBER.sub(")", frame) for frame in stack.split(";")]
+        # A thread with a Python thread state that runs no Python (Orthanc's C++ side of
+        # the plugin, entering or leaving a callback) is sampled with no frame at all.
+        frames = [_LINE_NUMBER.sub(")", frame) for frame in stack.split(";")] if stack else [NO_FRAME]
         for frame in set(frames):
             inclusive[frame] += samples
         own[frames[-1]] += samples
+        pixl[_pixl_call(frames)] += samples
     if not total:
         return ["  (no samples: the process ran no Python while it was recorded)"]
-    lines = [f"  {total} samples; inclusive (the function or what it called):"]
-    lines += [f"    {100 * n / total:5.1f} %  {frame}" for frame, n in inclusive.most_common(top)]
-    lines.append("  self (in the function itself, including the native calls it makes):")
-    lines += [f"    {100 * n / total:5.1f} %  {frame}" for frame, n in own.most_common(top)]
-    return lines
+
+    def shares(counter: Counter[str]) -> list[str]:
+        return [f"    {100 * n / total:5.1f} %  {frame}" for frame, n in counter.most_common(top)]
+
+    return [
+        f"  {total} samples; inclusive (the function or what it called):", *shares(inclusive),
+        "  self (the function itself, with the native calls it makes):", *shares(own),
+        "  by PIXL function -> what it was calling:", *shares(pixl),
+    ]
+
+
+PIXL_CODE = ("(orthanc_plugins/", "(pixl_hooks/")
+# Thin adapters over the Orthanc SDK and HTTP: the PIXL function that calls them is the one
+# that says what the call was for.
+ADAPTERS = ("orthanc_plugins/common/plugin_support.py", "orthanc_plugins/common/orthanc_api.py")
+
+
+def _pixl_call(frames: list[str]) -> str:
+    for depth in range(len(frames) - 1, -1, -1):
+        frame = frames[depth]
+        if any(code in frame for code in PIXL_CODE) and not any(a in frame for a in ADAPTERS):
+            callee = frames[depth + 1] if depth + 1 < len(frames) else "(itself)"
+            return f"{frame} -> {callee}"
+    return frames[-1]

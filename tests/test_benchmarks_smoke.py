@@ -66,3 +66,20 @@ def test_profile_summary_counts_inclusive_and_self_shares(tmp_path):
                           "     60.0 %  get (http.py)"]
     assert lines[5:8] == ["     60.0 %  get (http.py)", "     30.0 %  deidentify (engine.py)",
                           "     10.0 %  fetch (api.py)"]
+
+
+def test_profile_summary_names_the_pixl_function_behind_an_sdk_call(tmp_path):
+    collapsed = tmp_path / "anon.txt"
+    collapsed.write_text(
+        "run (orthanc_plugins/anon/pipeline.py:5);post (orthanc_plugins/common/plugin_support.py:9);"
+        "_call (orthanc_plugins/common/plugin_support.py:20) 3\n"
+        "run (orthanc_plugins/anon/pipeline.py:7);deidentify (orthanc_plugins/anon/deid/engine.py:3) 1\n"
+        " 4\n"
+    )
+    lines = summarise_profile(collapsed, top=3)
+    by_pixl = lines[lines.index("  by PIXL function -> what it was calling:") + 1:]
+    assert by_pixl == [
+        "     50.0 %  (no Python frame)",
+        "     37.5 %  run (orthanc_plugins/anon/pipeline.py) -> post (orthanc_plugins/common/plugin_support.py)",
+        "     12.5 %  deidentify (orthanc_plugins/anon/deid/engine.py) -> (itself)",
+    ]
