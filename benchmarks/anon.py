@@ -19,30 +19,21 @@ Goal: PIXL at least 0.7 of Orthanc's native speed. The last line is key=value pa
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.native import free_port_base, private_stack_settings
 from orthanc_plugins.common import db
 from orthanc_plugins.common.orthanc_api import HttpOrthanc, find_study, get_json, post_json
-from orthanc_plugins.common.settings import REPO_ROOT, load_settings
+from orthanc_plugins.common.settings import REPO_ROOT
 from pixl_stack import studygen
 from pixl_stack.dcmtk import storescu
-from pixl_stack.processes import port_free
 from pixl_stack.stack import Stack
 
 PROJECT = "bench-anon"
-
-
-def free_port_base() -> int:
-    # Below Linux's ephemeral ports (32768 and up), and off the default PIXL_PORT_BASE (28000).
-    for base in range(29000, 32000, 1000):
-        if all(port_free(base + offset) for offset in (21, 42, 43, 44, 45, 242, 243, 244, 245, 432)):
-            return base
-    raise RuntimeError("no free ports for the benchmark's stack")
 
 
 def bench_project(folder: Path) -> Path:
@@ -116,13 +107,7 @@ def main() -> None:
     args = parser.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="pixl-bench-anon-"))
-    state.chmod(0o755)  # PostgreSQL (user postgres) must traverse it
-    os.environ.update({
-        "PIXL_STATE_DIR": str(state), "PIXL_PORT_BASE": str(free_port_base()),
-        "PIXL_PROJECTS_DIR": str(bench_project(state / "projects")),
-        "PIXL_TAG_RULES_DIR": str(REPO_ROOT / "tag_rules"),
-    })
-    settings = load_settings()
+    settings = private_stack_settings(state, bench_project(state / "projects"), free_port_base())
     stack = Stack(settings)
     try:
         stack.up()
