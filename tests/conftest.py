@@ -44,7 +44,8 @@ def _free_port_base() -> int:
     raise RuntimeError("no free port range for the test stack")
 
 
-os.environ.setdefault("PIXL_PORT_BASE", str(_free_port_base()))
+if "PIXL_PORT_BASE" not in os.environ:  # (setdefault would search even when set)
+    os.environ["PIXL_PORT_BASE"] = str(_free_port_base())
 os.environ["PIXL_PROJECTS_DIR"] = str(FIXTURES / "project-configs")
 os.environ["PIXL_TAG_RULES_DIR"] = str(FIXTURES / "project-configs" / "tag-operations")
 # raw's queue timings, short so that tests of crashes and outages take seconds (raw tests).
