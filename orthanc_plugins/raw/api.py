@@ -15,11 +15,11 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
-from orthanc_plugins.common.parquet_export import ParquetExportError, run_parquet_export
 from orthanc_plugins.common.plugin_support import ApiError, ApiRequest, ApiResponse
 from orthanc_plugins.common.settings import Settings
 from orthanc_plugins.raw import queue, throttle
 from orthanc_plugins.raw.extracts import ExtractError, queue_extract, read_upload
+from orthanc_plugins.raw.parquet_export import ParquetExportError, run_parquet_export
 from pixl_hooks import plugins
 
 # Throughput is measured over this window of jobs that reached 'cached'.
