@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import pydicom
 import requests
@@ -155,7 +155,7 @@ def zip_instances(zip_path: Path) -> list[ZipInstance]:
             if info.is_dir() or info.filename.upper().endswith("DICOMDIR"):
                 continue
             with archive.open(info) as member:
-                header = pydicom.dcmread(member, stop_before_pixels=True,
+                header = pydicom.dcmread(cast(BinaryIO, member), stop_before_pixels=True,
                                          specific_tags=["SOPInstanceUID"])
             found.append(ZipInstance(info.filename, info.file_size, str(header.SOPInstanceUID)))
     return found
