@@ -20,7 +20,7 @@ Arguments a hook receives (an implementation may accept any subset):
 - `secrets`: an `orthanc_plugins.common.secrets.SecretStore`.
 
 Failures are raised as `pixl_hooks.types.DestinationError` subclasses:
-`DestinationUnavailable` (retryable), `DestinationRejected`,
+`DestinationUnavailable` and `DestinationIncomplete` (retryable), `DestinationRejected`,
 `DestinationMisconfigured`.
 """
 

@@ -89,6 +89,12 @@ class DestinationUnavailable(DestinationError):
     retryable = True
 
 
+class DestinationIncomplete(DestinationError):
+    """The destination confirmed only part of a study; sending it again may complete it."""
+
+    retryable = True
+
+
 class DestinationRejected(DestinationError):
     """The destination refused the data or the credentials."""
 

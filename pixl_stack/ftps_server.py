@@ -8,6 +8,13 @@ data connections: implicit TLS (TLS from the first byte, what PIXL's `ftps`
 destination speaks; the default) or explicit (AUTH TLS, PIXL's `ftpes`).
 `make_self_signed_cert` makes a certificate for it; the client trusts it
 through the project's `<alias>--ftp--ca-cert` secret.
+
+With `--upload-log FILE` the server appends one JSON line per completed upload
+(`received`), per upload cut short (`incomplete`: the client aborted or went
+away) and per rename (`renamed`), each with the path under the root and the
+bytes on disk, so that tests count what the destination really received,
+duplicates included (`read_upload_log`). Each line is flushed as it happens,
+so it survives the server being killed.
 """
 
 from __future__ import annotations
@@ -15,8 +22,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import ipaddress
+import json
 import logging
 import os
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -73,21 +83,84 @@ def make_self_signed_cert(
 TLS_MODES = ("implicit", "explicit")
 
 
+@dataclass(frozen=True)
+class UploadRecord:
+    """One line of the upload log: `received`, `incomplete` or `renamed` (then `path` is
+    the new name and `source` the old one)."""
+
+    event: str
+    path: str
+    bytes: int
+    source: str | None = None
+
+
+class UploadLog:
+    """Appends `UploadRecord`s as JSON lines, one flushed write per event."""
+
+    def __init__(self, path: Path, root: Path):
+        self.path = Path(path)
+        self.root = Path(root).resolve()
+        self._lock = threading.Lock()
+
+    def write(self, event: str, file: str, *, source: str | None = None) -> None:
+        record = {"event": event, "path": self._relative(file),
+                  "bytes": os.path.getsize(file) if os.path.isfile(file) else 0}
+        if source is not None:
+            record["source"] = self._relative(source)
+        line = json.dumps(record) + "\n"
+        with self._lock, self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+
+    def _relative(self, file: str) -> str:
+        return Path(file).resolve().relative_to(self.root).as_posix()
+
+
+def read_upload_log(path: Path) -> list[UploadRecord]:
+    """The records of an upload log, oldest first (none if the server wrote none yet).
+
+    A last line cut short by a kill of the server is left out."""
+    if not Path(path).exists():
+        return []
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(UploadRecord(**json.loads(line)))
+        except (ValueError, TypeError):
+            continue
+    return records
+
+
 def build_server(
     host: str, port: int, root: Path, user: str, password: str, certfile: Path, keyfile: Path,
-    tls: str = "implicit",
+    tls: str = "implicit", upload_log: Path | None = None,
 ):
     """A pyftpdlib server, not yet serving (call `serve_forever()`)."""
     from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.filesystems import AbstractedFS
     from pyftpdlib.handlers import TLS_FTPHandler
     from pyftpdlib.servers import FTPServer
 
     authorizer = DummyAuthorizer()
     authorizer.add_user(user, password, str(root), perm=USER_PERMISSIONS)
+    log = UploadLog(upload_log, root) if upload_log else None
+
+    class LoggedFS(AbstractedFS):
+        def rename(self, src, dst):
+            super().rename(src, dst)
+            if log:
+                log.write("renamed", dst, source=src)
 
     # A subclass, so that settings stay with this server and not on the shared class.
     class Handler(TLS_FTPHandler):
-        pass
+        abstracted_fs = LoggedFS
+
+        def on_file_received(self, file):
+            if log:
+                log.write("received", file)
+
+        def on_incomplete_file_received(self, file):
+            if log:
+                log.write("incomplete", file)
 
     Handler.authorizer = authorizer
     Handler.certfile = str(certfile)
@@ -123,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keyfile", type=Path, help="defaults to the certfile (a combined PEM)")
     parser.add_argument("--tls", choices=TLS_MODES, default="implicit",
                         help="implicit (destination ftps, the default) or explicit (ftpes)")
+    parser.add_argument("--upload-log", type=Path,
+                        help="append a JSON line per completed, cut-short and renamed upload")
     arguments = parser.parse_args(argv)
 
     lines = arguments.password_file.read_text(encoding="utf-8").splitlines()
@@ -133,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     server = build_server(
         arguments.host, arguments.port, arguments.root, arguments.user, lines[0],
         arguments.certfile, arguments.keyfile or arguments.certfile, arguments.tls,
+        arguments.upload_log,
     )
     logger.info("FTPS server (%s TLS) on %s:%d serving %s",
                 arguments.tls, arguments.host, arguments.port, arguments.root)

@@ -258,6 +258,11 @@ class Stack:
         return self.state_dir / "ftps" / "root"
 
     @property
+    def ftps_upload_log(self) -> Path:
+        """What the development FTPS server received (`ftps_server.read_upload_log`)."""
+        return self.state_dir / "ftps" / "uploads.log"
+
+    @property
     def ftps_certificate(self) -> Path:
         return self.state_dir / "ftps" / "cert.pem"
 
@@ -296,7 +301,8 @@ class Stack:
             [sys.executable, "-m", "pixl_stack.ftps_server", "--host", "127.0.0.1",
              "--port", str(self.settings.ftps_port), "--root", str(self.ftps_root),
              "--user", self.settings.ftps_username, "--password-file", str(password_file),
-             "--certfile", str(self.ftps_certificate), "--keyfile", str(key)],
+             "--certfile", str(self.ftps_certificate), "--keyfile", str(key),
+             "--upload-log", str(self.ftps_upload_log)],
             self.child_environment(),
         )
 

@@ -44,7 +44,7 @@ def _free_port_base() -> int:
     raise RuntimeError("no free port range for the test stack")
 
 
-if "PIXL_PORT_BASE" not in os.environ:
+if "PIXL_PORT_BASE" not in os.environ:  # (setdefault would search even when set)
     os.environ["PIXL_PORT_BASE"] = str(_free_port_base())
 os.environ["PIXL_PROJECTS_DIR"] = str(FIXTURES / "project-configs")
 os.environ["PIXL_TAG_RULES_DIR"] = str(FIXTURES / "project-configs" / "tag-operations")

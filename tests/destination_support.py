@@ -18,6 +18,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from orthanc_plugins.common.secrets import FileSecrets
 from pixl_hooks.types import ExportableStudy, zip_dicom_files
+from pixl_stack.ftps_server import UploadRecord, read_upload_log
 from pixl_stack.studygen import StudySpec, generate_study, identifying_values, make_patient
 
 FTPS_USER = "pixl-ftp"
@@ -76,6 +77,14 @@ class FtpsServer:
     process: subprocess.Popen
     host: str = "127.0.0.1"
 
+    @property
+    def upload_log(self) -> Path:
+        return self.root.parent / "uploads.log"
+
+    def uploads(self) -> list[UploadRecord]:
+        """What the server says it received (`--upload-log`), oldest first."""
+        return read_upload_log(self.upload_log)
+
 
 def start_ftps_server(
     folder: Path, tls: TlsFiles, port: int | None = None, mode: str = "implicit"
@@ -91,7 +100,7 @@ def start_ftps_server(
         [sys.executable, "-m", "pixl_stack.ftps_server", "--host", "127.0.0.1",
          "--port", str(port), "--root", str(root), "--user", FTPS_USER,
          "--password-file", str(password_file), "--certfile", str(tls.certfile),
-         "--keyfile", str(tls.keyfile), "--tls", mode],
+         "--keyfile", str(tls.keyfile), "--tls", mode, "--upload-log", str(folder / "uploads.log")],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:

@@ -7,7 +7,6 @@ import datetime
 import shutil
 from pathlib import Path
 
-import psycopg
 import pyarrow.parquet as pq
 import pytest
 from destination_support import (
@@ -19,12 +18,12 @@ from destination_support import (
 )
 
 from orthanc_plugins.common import db as pixl_db
-from orthanc_plugins.common.parquet_export import (
+from orthanc_plugins.common.secrets import FileSecrets
+from orthanc_plugins.raw.parquet_export import (
     ParquetExportError,
     extract_folder,
     run_parquet_export,
 )
-from orthanc_plugins.common.secrets import FileSecrets
 from pixl_stack.ftps_server import make_self_signed_cert
 
 SLUG = "test-extract-uclh-omop-cdm"  # slugified cdm_source_name of the fixture extract
@@ -207,12 +206,17 @@ def test_a_run_that_died_is_marked_failed_by_the_next(conn, none_settings, loade
     assert export_rows(conn)[0][3].startswith("interrupted")
 
 
-def test_an_export_already_running_is_refused(conn, none_settings, loaded_extract, pixl_settings):
-    extract_id, _ = loaded_extract
-    with psycopg.connect(pixl_settings.pg_conninfo, autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s)", ((0x5051 << 48) | extract_id,))
-        with pytest.raises(ParquetExportError, match="already running"):
-            run_parquet_export(conn, none_settings, SLUG, EXTRACT)
+def test_an_export_already_running_is_refused(conn, none_settings, loaded_extract):
+    conn.execute("INSERT INTO parquet_export_leases (project_slug, holder, expires_at)"
+                 " VALUES (%s, 'another-process', now() + interval '1 minute')", (SLUG,))
+    with pytest.raises(ParquetExportError, match="already running"):
+        run_parquet_export(conn, none_settings, SLUG, EXTRACT)
+    assert export_rows(conn) == []
+
+    # A holder that died stops holding once its lease has run out.
+    conn.execute("UPDATE parquet_export_leases SET expires_at = now() - interval '1 second'")
+    assert run_parquet_export(conn, none_settings, SLUG, EXTRACT).state == "done"
+    assert conn.execute("SELECT count(*) FROM parquet_export_leases").fetchone()[0] == 0
 
 
 def test_a_non_autocommit_connection_is_refused(db, none_settings):
@@ -255,25 +259,29 @@ def test_export_uploads_the_tree_to_ftps(conn, pixl_settings, loaded_extract, ft
     assert export_rows(conn) == [("done", "ftps", f"{SLUG}/{EXTRACT}/parquet", None)]
 
 
-def test_destination_down_leaves_the_previous_export_and_a_clear_failure(
+def test_destination_down_publishes_locally_and_fails_clearly_until_uploaded(
     conn, pixl_settings, loaded_extract, ftps, tls
 ):
+    """Built, published, then uploaded: an upload failure leaves the new local export
+    published and complete, the remote one as it was, and a retryable failure."""
     extract_id, _ = loaded_extract
     assert run_parquet_export(conn, pixl_settings, SLUG, EXTRACT).state == "done"
     final = extract_folder(pixl_settings.export_root, SLUG, EXTRACT)
-    before = {p.relative_to(final): p.read_bytes() for p in final.rglob("*") if p.is_file()}
+    remote = ftps.root / SLUG / EXTRACT / "parquet"
+    remote_before = {p.relative_to(remote): p.read_bytes() for p in remote.rglob("*") if p.is_file()}
     stop_process(ftps.process)
     conn.execute("UPDATE study_jobs SET state = 'exported' WHERE extract_id = %s", (extract_id,))
 
     result = run_parquet_export(conn, pixl_settings, SLUG, EXTRACT)
 
-    assert result.state == "failed" and result.retryable
+    assert result.state == "failed" and result.retryable and result.export_dir == final
     assert result.error.startswith("upload failed: FTPS connection for project "
                                    f"{SLUG}: server unreachable")
     assert FTPS_PASSWORD not in result.error and "127.0.0.1" not in result.error
-    after = {p.relative_to(final): p.read_bytes() for p in final.rglob("*") if p.is_file()}
-    assert after == before  # the earlier, complete export is untouched
+    assert len(pq.read_table(final / "radiology/IMAGE_LINKER.parquet")) == 2  # the new one
     assert sorted(p.name for p in final.parent.iterdir()) == [EXTRACT]  # no staging left
+    remote_after = {p.relative_to(remote): p.read_bytes() for p in remote.rglob("*") if p.is_file()}
+    assert remote_after == remote_before  # the earlier, complete upload is untouched
     assert [row[0] for row in export_rows(conn)] == ["done", "failed"]
 
     restarted = start_ftps_server(ftps.root.parent, tls, port=ftps.port)
@@ -282,4 +290,4 @@ def test_destination_down_leaves_the_previous_export_and_a_clear_failure(
     finally:
         stop_process(restarted.process)
     assert again.state == "done" and again.linked_studies == 2
-
+    assert len(pq.read_table(remote / "radiology/IMAGE_LINKER.parquet")) == 2

@@ -16,12 +16,12 @@ import psycopg
 import requests
 from psycopg.rows import dict_row
 
-from orthanc_plugins.common.parquet_export import ParquetExportError, run_parquet_export
 from orthanc_plugins.common.orthanc_api import OrthancApi, get_json
 from orthanc_plugins.common.plugin_support import ApiError, ApiRequest, ApiResponse, health
 from orthanc_plugins.common.settings import Settings
 from orthanc_plugins.raw import cache_hold, queue, throttle
 from orthanc_plugins.raw.extracts import ExtractError, queue_extract, read_upload
+from orthanc_plugins.raw.parquet_export import ParquetExportError, run_parquet_export
 from pixl_hooks import plugins
 
 # Throughput is measured over this window of jobs that reached 'cached'.

@@ -243,9 +243,38 @@ def _read_omop_table(folder: Path, table: str) -> tuple[str, pa.Table]:
 def _as_int(value: object, where: str) -> int | None:
     if value is None:
         return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ExtractError(f"{where}: not a whole number")
     if isinstance(value, float) and not value.is_integer():
         raise ExtractError(f"{where}: not a whole number")
-    return int(value)
+    try:
+        return int(value)
+    except (ValueError, OverflowError):
+        raise ExtractError(f"{where}: not a whole number") from None
+
+
+def _as_text(value: object, where: str) -> str:
+    """A cell holding an identifier: text (or a whole number, as some extracts write MRNs)."""
+    if value is None or isinstance(value, str):
+        return clean_value(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ExtractError(f"{where}: not text")
+
+
+def _as_date(value: object, where: str) -> datetime.date | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        return value.date()
+    if isinstance(value, datetime.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.date.fromisoformat(value.strip()[:10])
+        except ValueError:
+            pass
+    raise ExtractError(f"{where}: not a date")
 
 
 def read_omop_extract(folder: Path) -> ParsedExtract:
@@ -269,14 +298,19 @@ def read_omop_extract(folder: Path) -> ParsedExtract:
     for index, (person, mrn) in enumerate(
         zip(people["person_id"].to_pylist(), people["PrimaryMrn"].to_pylist(), strict=True)
     ):
-        where = f"{people_file} row {index + 1}, column person_id"
-        mrn_by_person[_as_int(person, where)] = clean_value(mrn)
+        where = f"{people_file} row {index + 1}, column"
+        mrn_by_person[_as_int(person, f"{where} person_id")] = _as_text(mrn, f"{where} PrimaryMrn")
     link_by_procedure = {}
     for index, (procedure, accession, study_uid) in enumerate(
         zip(*(links[c].to_pylist() for c in OMOP_TABLES["procedure_links"][2]), strict=True)
     ):
-        where = f"{links_file} row {index + 1}, column procedure_occurrence_id"
-        link_by_procedure[_as_int(procedure, where)] = (clean_value(accession), clean_value(study_uid))
+        where = f"{links_file} row {index + 1}, column"
+        link_by_procedure[_as_int(procedure, f"{where} procedure_occurrence_id")] = (
+            _as_text(accession, f"{where} AccessionNumber"),
+            _as_text(study_uid, f"{where} StudyUid_X"),
+        )
+    if procedures.num_rows == 0:
+        raise ExtractError(f"{procedures_file}: no rows")
 
     rows = []
     for index, (procedure, person, date) in enumerate(
@@ -293,7 +327,8 @@ def read_omop_extract(folder: Path) -> ParsedExtract:
         rows.append(
             ExtractRow(
                 mrn=mrn, accession_number=accession, study_uid=study_uid, series_uids=(),
-                study_date=date, procedure_occurrence_id=procedure_id,
+                study_date=_as_date(date, f"{where}, column procedure_date"),
+                procedure_occurrence_id=procedure_id,
             )
         )
     if not rows:

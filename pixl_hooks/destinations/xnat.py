@@ -8,6 +8,13 @@ goes (`/archive`, default, or `/prearchive` for review) and what happens to
 an existing session (`overwrite`: `none`, default, refuses; `append`;
 `delete` replaces clashing series).
 
+Exporting a study again is success: with `overwrite: none` XNAT answers 409
+for a session it already has, and the export then counts as done once the
+archived session is found holding at least as many DICOM files as the zip
+has instances (a crash between XNAT's answer and PIXL's record of it ends in
+exactly this repeat). A session holding fewer is refused, left as it is, for
+an operator to decide (`overwrite: append` completes it).
+
 Settings (secrets, PIXL's names): `<alias>--xnat--host`, `--xnat--port`,
 `--xnat--username`, `--xnat--password`; the server is `https://host:port`.
 Its certificate must be trusted by the system's CAs or by the bundle named in
@@ -118,16 +125,57 @@ def pixl_export_dicom_study(project, destination_name, study, secrets):
         **import_options(project),
     }
     what = f"XNAT import of study {study.pseudo_study_uid} for project {project.slug}"
+    instances = len(study.instance_names())
     with _connected(settings, what) as session, _xnat_errors(what):
         _require_project(session, project.slug, what)
-        with study.zip_path.open("rb") as handle:
-            answer = session.upload_stream(
-                IMPORT_SERVICE, handle, query=query, content_type="application/zip",
-                method="post", timeout=TIMEOUT_SECONDS,
-            )
-    location = answer.text.strip() or f"{project.slug}/{subject}/{experiment}"
+        try:
+            with study.zip_path.open("rb") as handle:
+                answer = session.upload_stream(
+                    IMPORT_SERVICE, handle, query=query, content_type="application/zip",
+                    method="post", timeout=TIMEOUT_SECONDS,
+                )
+            location = answer.text.strip() or f"{project.slug}/{subject}/{experiment}"
+        except XNATError as exc:
+            if not _is_existing_session(exc, query):
+                raise
+            location = _confirm_existing_session(
+                session, project.slug, subject, experiment, instances, what)
+            logger.info("study %s of %s was already in XNAT at %s", study.pseudo_study_uid,
+                        project.slug, location)
+            return ExportReceipt(NAME, location=location, files=instances)
     logger.info("imported study %s of %s into XNAT at %s", study.pseudo_study_uid, project.slug, location)
-    return ExportReceipt(NAME, location=location, files=len(study.instance_names()))
+    return ExportReceipt(NAME, location=location, files=instances)
+
+
+def _is_existing_session(exc: XNATError, query: dict[str, str]) -> bool:
+    """XNAT's answer to importing, with `overwrite: none`, a session it already archived."""
+    status = exc.status_code if isinstance(exc, XNATResponseError) else _status_in(str(exc))
+    return status == 409 and query["overwrite"] == "none" and query["dest"] == DEFAULT_DESTINATION
+
+
+def _confirm_existing_session(
+    session: Any, project_id: str, subject: str, experiment: str, instances: int, what: str
+) -> str:
+    """The archived session's location if it holds the whole study, else DestinationRejected."""
+    path = f"/data/projects/{project_id}/subjects/{subject}/experiments/{experiment}"
+    listing = session.get_json(f"{path}/scans/ALL/files", query={"format": "json"},
+                               accepted_status=[200])
+    files = [entry for entry in _results(listing)
+             if str(entry.get("collection", "DICOM")).upper() == "DICOM"]
+    if len(files) < instances:
+        raise DestinationRejected(
+            f"{what}: XNAT already has session {experiment} holding {len(files)} of the "
+            f"{instances} instances, and overwrite is 'none'; it is left as it is "
+            "(overwrite 'append' would complete it)"
+        )
+    return f"/data/archive{path.removeprefix('/data')}"
+
+
+def _results(listing: Any) -> list[dict]:
+    if not isinstance(listing, dict):
+        return []
+    result = listing.get("ResultSet", {}).get("Result", [])
+    return result if isinstance(result, list) else []
 
 
 @contextmanager

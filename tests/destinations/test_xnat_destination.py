@@ -1,7 +1,9 @@
 """The `xnat` destination through the real xnat package, against a small HTTPS server of the
 test's own answering the REST calls xnat makes: the redirect probe `GET /`, login
 `PUT /data/services/auth`, `GET /data/auth`, heartbeat `GET /data/JSESSION`, the project
-lookup `GET /data/projects/{id}`, the import service `POST /data/services/import` and
+lookup `GET /data/projects/{id}`, the import service `POST /data/services/import` (409
+for an existing session with `overwrite=none`, as XNAT answers), the file listing of a
+session's scans `GET /data/projects/{p}/subjects/{s}/experiments/{e}/scans/ALL/files` and
 logout `DELETE /data/JSESSION`."""
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class FakeXnat:
     projects: set[str]
     calls: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     imports: list[dict] = dataclasses.field(default_factory=list)
-    sessions: set[tuple[str, str, str]] = dataclasses.field(default_factory=set)
+    sessions: dict[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)  # files
     fail_imports_with: int | None = None
 
 
@@ -79,6 +81,8 @@ def make_handler(state: FakeXnat):
                 self._reply(200, f"User '{XNAT_USER}' is logged in")
             elif url.path == "/data/JSESSION":
                 self._reply(200, JSESSION)
+            elif self.command == "GET" and url.path.endswith("/scans/ALL/files"):
+                self._files(url.path.split("/"))
             elif self.command == "GET" and url.path.startswith("/data/projects/"):
                 project = url.path.split("/")[3]
                 if project not in state.projects:
@@ -102,13 +106,25 @@ def make_handler(state: FakeXnat):
             if query.get("overwrite") == "none" and key in state.sessions:
                 self._reply(409, "Session already exists, retry with overwrite enabled")
                 return
-            state.sessions.add(key)
+            with zipfile.ZipFile(io.BytesIO(body)) as archive:
+                state.sessions[key] = len(archive.namelist())
             state.imports.append({"query": query, "content_type": self.headers["Content-Type"],
                                   "body": body})
             if query.get("dest") == "/prearchive":
                 self._reply(200, f"/data/prearchive/projects/{key[0]}/20260101_120000/{key[2]}\r\n")
             else:
                 self._reply(200, "/data/archive/projects/{}/subjects/{}/experiments/{}\r\n".format(*key))
+
+        def _files(self, parts: list[str]) -> None:
+            # /data/projects/{p}/subjects/{s}/experiments/{e}/scans/ALL/files
+            key = (parts[3], parts[5], parts[7])
+            if key not in state.sessions:
+                self._reply(404, "<html><h3>Not found</h3></html>", "text/html")
+                return
+            files = [{"Name": f"{n}.dcm", "collection": "DICOM", "file_format": "DICOM"}
+                     for n in range(state.sessions[key])]
+            self._reply(200, json.dumps({"ResultSet": {"Result": files, "totalRecords": str(len(files))}}),
+                        "application/json")
 
         do_GET = do_PUT = do_POST = do_DELETE = _route
 
@@ -186,15 +202,35 @@ def test_prearchive_and_append_options_are_sent(project, configured, fake_xnat, 
     assert receipt.location.startswith(f"/data/prearchive/projects/{project.slug}/")
 
 
-def test_an_existing_session_with_overwrite_none_is_refused(
-    project, configured, make_deidentified_study
+def test_exporting_again_into_an_existing_session_is_success(
+    project, configured, fake_xnat, make_deidentified_study
 ):
+    """A crash after XNAT's answer and before PIXL recorded it: the export is repeated,
+    XNAT answers 409 (overwrite none) and the study, already whole there, counts as done."""
     sent = make_deidentified_study(seed=13)
-    plugins.export_dicom_study(project, sent.study, configured)
+    first = plugins.export_dicom_study(project, sent.study, configured)
 
-    with pytest.raises(DestinationRejected, match=r"refused \(HTTP 409\)") as caught:
+    again = plugins.export_dicom_study(project, sent.study, configured)
+
+    session = sent.study.pseudo_study_uid.replace(".", "_")
+    assert again.location == first.location.strip() and again.files == 4
+    assert len(fake_xnat.imports) == 1  # the second import was refused, nothing duplicated
+    assert ("GET", f"/data/projects/{project.slug}/subjects/{sent.study.pseudo_patient_id}"
+                   f"/experiments/{session}/scans/ALL/files") in fake_xnat.calls
+
+
+def test_an_existing_session_missing_instances_is_refused_and_left_alone(
+    project, configured, fake_xnat, make_deidentified_study
+):
+    sent = make_deidentified_study(seed=16)
+    plugins.export_dicom_study(project, sent.study, configured)
+    [key] = fake_xnat.sessions
+    fake_xnat.sessions[key] = 3  # one instance of four lost at the destination
+
+    with pytest.raises(DestinationRejected, match="holding 3 of the 4 instances") as caught:
         plugins.export_dicom_study(project, sent.study, configured)
     assert not caught.value.retryable
+    assert fake_xnat.sessions[key] == 3 and len(fake_xnat.imports) == 1
 
 
 def test_a_project_missing_in_xnat_is_a_configuration_problem(

@@ -11,6 +11,8 @@ import itertools
 import os
 import random
 import signal
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -20,8 +22,10 @@ import requests
 from orthanc_plugins.common import db as pixl_db
 from orthanc_plugins.common.orthanc_api import get_json, post_json
 from orthanc_plugins.raw import throttle
+from orthanc_plugins.raw.worker import Worker
 from pixl_stack import studygen
 from pixl_stack.dcmtk import storescu
+from pixl_stack.render import modality
 from stack_support import VnaLog
 
 pytestmark = pytest.mark.stack
@@ -195,33 +199,112 @@ def _max_overlap(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
+class GatedRelay:
+    """A TCP relay in front of a raw server's DICOM port that holds every connection
+    (the VNA's C-STORE of a C-MOVE) until `gate` opens: transfers started meanwhile stay
+    in flight, whatever the machine's speed."""
+
+    def __init__(self, target_port: int, gate: threading.Event):
+        self.target_port = target_port
+        self.gate = gate
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        self.gate.wait()
+        with client, socket.create_connection(("127.0.0.1", self.target_port)) as upstream:
+            back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
+            back.start()
+            _pump(client, upstream)
+            back.join(60)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def _point_vna_at(stack, name: str, node, port: int) -> None:
+    entry = dict(modality(node, find=True, move=True, store=False), Host="127.0.0.1", Port=port)
+    response = requests.put(f"{stack.settings.vna.url}/modalities/{name}", json=entry,
+                            auth=stack.settings.orthanc_auth, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def _transfer_holders(conn) -> list[str]:
+    """The instance name of the holder of each live transfer lease ("raw" for the first)."""
+    return [row[0].split("@")[0] for row in conn.execute(
+        "SELECT lease_owner FROM study_jobs WHERE state IN ('querying', 'retrieving')"
+        " AND lease_expires_at > now()")]
+
+
 def test_in_flight_limit_holds_with_two_raw_instances(stack, conn, controls, tmp_path):
-    throttle.update_controls(conn, max_in_flight=2, studies_per_second=100, paused=False)
-    studies = put_studies_in_vna(stack, tmp_path, 10, series=2, instances=6)
-    # A second raw Orthanc server on the same database, as when scaling out.
+    # A server holds at most one transfer per worker thread, so a limit of one more than
+    # a server's threads is reached only with both servers transferring at once; the VNA's
+    # deliveries are held at a relay until it is, then released.
+    threads = Worker(stack.settings, api=None).threads
+    limit = threads + 1
+    throttle.update_controls(conn, max_in_flight=limit, studies_per_second=100, paused=True)
+    studies = put_studies_in_vna(stack, tmp_path, 2 * threads + 2, series=1, instances=2)
+    # A second raw Orthanc server on the same database, as when scaling out; both are up
+    # (and healthy) before there is any work.
     second = stack.stack.start_raw_instance("b", port_offset=100)
+    gate = threading.Event()
+    relays = {"raw": GatedRelay(stack.settings.raw.dicom_port, gate),
+              "raw-b": GatedRelay(second.raw.dicom_port, gate)}
     sampled_peak = 0
     try:
+        _point_vna_at(stack, "raw", stack.settings.raw, relays["raw"].port)
+        _point_vna_at(stack, "raw-b", second.raw, relays["raw-b"].port)
         summary = upload(stack, cohort(studies))
+        throttle.update_controls(conn, paused=False)
         deadline = time.monotonic() + 120
+        while len(holders := _transfer_holders(conn)) < limit:
+            sampled_peak = max(sampled_peak, len(holders))
+            assert time.monotonic() < deadline, f"transfers held: {holders}"
+            time.sleep(0.02)
+        sampled_peak = max(sampled_peak, len(holders))
+        held_at_once = sorted(set(holders))
+        gate.set()
         while any(j[1] in LEFT_RAW for j in jobs_of(conn, summary)):
             sampled_peak = max(sampled_peak, throttle.read_controls(conn).in_flight)
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline, "transfers did not finish"
             time.sleep(0.02)
         raw_nodes = [row[0] for row in conn.execute(
             "SELECT raw_node FROM study_jobs WHERE id = ANY(%s)", ([j[0] for j in jobs_of(conn, summary)],)
         )]
     finally:
+        gate.set()
+        for relay in relays.values():
+            relay.close()
+        _point_vna_at(stack, "raw", stack.settings.raw, stack.settings.raw.dicom_port)
         stack.stack.stop_raw_instance("b")
 
+    assert held_at_once == ["b", "raw"]  # both servers held transfers at the same time
     jobs = jobs_of(conn, summary)
     intervals = [
         (datetime.datetime.fromisoformat(j[3]["querying"]).timestamp(),
          datetime.datetime.fromisoformat(j[3]["cached"]).timestamp())
         for j in jobs
     ]
-    assert _max_overlap(intervals) == 2  # reached, never exceeded (from the recorded times)
-    assert sampled_peak <= 2
+    assert _max_overlap(intervals) <= limit  # never exceeded (from the recorded times)
+    assert sampled_peak <= limit
     # Both servers fetched part of the studies, each into its own cache.
     assert set(raw_nodes) == {stack.settings.raw.url, second.raw.url}
 

@@ -63,6 +63,7 @@ from orthanc_plugins.anon.deid.tag_rules import (
     TagRule,
     compile_tag_rules,
 )
+from orthanc_plugins.anon.deid.validity import unusable_reason
 from orthanc_plugins.anon.deid.values import element_vr, first_text, text_codec
 from orthanc_plugins.anon.deid.writer import dicom_file_bytes
 from orthanc_plugins.common.projects import ProjectConfig, load_project_by_slug
@@ -195,9 +196,36 @@ def deidentify_instance(
 
     `source` is a DICOM file's bytes (the result then has `data`, the new
     file's bytes) or a pydicom Dataset, which is modified in place.
+
+    Never raises for what is in the instance: an instance that cannot be
+    de-identified (not DICOM, truncated, without its UIDs, or one the engine
+    fails on) is quarantined with a reason naming no value.
     """
     as_bytes = not isinstance(source, Dataset)
-    ds: Dataset = source if isinstance(source, Dataset) else dcmread(BytesIO(source), force=True)
+    try:
+        ds: Dataset = source if isinstance(source, Dataset) else dcmread(BytesIO(source), force=True)
+    except Exception as exc:  # noqa: BLE001 - whatever pydicom raises, the file is unreadable
+        return _rejected(f"not a readable DICOM file ({type(exc).__name__})")
+    problem = unusable_reason(ds)
+    if problem is not None:
+        return _rejected(problem)
+    try:
+        return _deidentify_instance(ds, as_bytes, project, key, audit=audit)
+    except Exception as exc:  # noqa: BLE001 - one bad instance must not stop its study
+        return _rejected(f"de-identification failed ({type(exc).__name__})")
+
+
+def _rejected(reason: str) -> DeidResult:
+    """A quarantined instance that could not be read far enough to have pseudonyms."""
+    return DeidResult(
+        status=QUARANTINED, reason=reason, pseudo_patient_id="", study_uid="", series_uid="",
+        sop_instance_uid="", modality="", series_number=None, series_description="",
+    )
+
+
+def _deidentify_instance(
+    ds: Dataset, as_bytes: bool, project: CompiledProject, key: bytes, *, audit: TagAudit | None
+) -> DeidResult:
     pseudonyms = Pseudonymizer(key, project.slug)
     facts = filters.instance_facts(ds)
     old_patient_id = first_text(ds, PATIENT_ID, text_codec(ds))
