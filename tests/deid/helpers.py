@@ -23,7 +23,7 @@ OTHER_KEY = b"another-key-0123456789abcdef-012345"
 def write_bytes(ds: Dataset) -> bytes:
     """pydicom's own writing of a dataset: the reference for the engine's writer."""
     buffer = BytesIO()
-    dcmwrite(buffer, ds, write_like_original=False)
+    dcmwrite(buffer, ds, enforce_file_format=True)
     return buffer.getvalue()
 
 
@@ -55,8 +55,8 @@ def all_text(ds: Dataset) -> Iterator[tuple[str, str]]:
         datasets.append(meta)
     for current in datasets:
         for elem in current.iterall():
-            if elem.VR == "SQ" or elem.tag == 0x7FE00010:
-                continue
+            if elem.VR == "SQ" or elem.tag == 0x7FE00010 or elem.tag.element == 0:
+                continue  # group lengths: the writer's byte counts, nothing of the source
             value = elem.value
             if isinstance(value, bytes):
                 yield str(elem.tag), value.decode("latin-1")

@@ -1,5 +1,5 @@
 """The engine's own writer: for every instance the engine keeps, the bytes pydicom's
-dcmwrite(write_like_original=False) would write, in every transfer syntax at hand."""
+dcmwrite(enforce_file_format=True) would write, in every transfer syntax at hand."""
 
 from __future__ import annotations
 

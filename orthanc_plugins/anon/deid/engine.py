@@ -63,7 +63,7 @@ from orthanc_plugins.anon.deid.tag_rules import (
     TagRule,
     compile_tag_rules,
 )
-from orthanc_plugins.anon.deid.values import element_vr, first_text, text_codec
+from orthanc_plugins.anon.deid.values import dataset_encoding, element_vr, first_text, text_codec
 from orthanc_plugins.anon.deid.writer import dicom_file_bytes
 from orthanc_plugins.common.projects import ProjectConfig, load_project_by_slug
 
@@ -217,6 +217,9 @@ def deidentify_instance(
     verdict = filters.select_instance(facts, project.filters)
     if verdict is not None:
         return outcome(_status_of(verdict), verdict.reason)
+    if not old_uids[SOP_INSTANCE_UID] or not _top_uid(ds, SOP_CLASS_UID):
+        # PS3.10: the file meta needs both; the output would not be a valid DICOM file.
+        return outcome(QUARANTINED, "no SOPInstanceUID or SOPClassUID: not a valid instance")
 
     masked = False
     if _wants_mask(project.image_operations, facts):
@@ -232,7 +235,7 @@ def deidentify_instance(
     # The identifiers are read before the rules remove them; the guard runs on the result.
     identifiers = IdentifierPattern(source_identifiers(ds), dataset_encodings(ds), _DUMMY_TEXTS)
     walk = _Walk(project.tag_rules.for_manufacturer(facts.manufacturer), pseudonyms,
-                 old_patient_id, audit, (bool(ds.is_implicit_VR), ds.is_little_endian is not False))
+                 old_patient_id, audit, dataset_encoding(ds))
     apply_tag_rules(ds, walk)
     codes = add_deidentification_record(ds, walk, project.slug, masked)
     replace_file_meta(ds, new_uids[SOP_INSTANCE_UID])
@@ -465,7 +468,7 @@ def add_deidentification_record(ds: Dataset, walk: _Walk, slug: str, masked: boo
         options.append(RETAIN_INSTITUTION_IDENTITY)
 
     code_values = tuple(value for value, _ in options)
-    code_sequence = _code_sequence(tuple(options), ds.is_implicit_VR, ds.is_little_endian)
+    code_sequence = _code_sequence(tuple(options), *walk.encoding)
     temporal = "MODIFIED" if walk.dates_shifted else "UNMODIFIED" if walk.dates_kept else "REMOVED"
     added = {  # project slugs are ASCII (slugify)
         0x00120062: _encoded(0x00120062, "CS", ["YES"], walk.encoding),
@@ -538,9 +541,10 @@ def replace_file_meta(ds: Dataset, new_sop_instance_uid: str) -> None:
 def _output_transfer_syntax(ds: Dataset) -> str:
     """The source's transfer syntax (the dataset is written in it); implicit VR little and
     explicit VR big endian are named by the dataset's encoding, as pydicom does."""
-    if ds.is_implicit_VR and ds.is_little_endian:
+    implicit, little = dataset_encoding(ds)
+    if implicit and little:
         return ImplicitVRLittleEndian
-    if ds.is_implicit_VR is False and ds.is_little_endian is False:
+    if not implicit and not little:
         return ExplicitVRBigEndian
     old = getattr(ds, "file_meta", None)
     syntax = old.get("TransferSyntaxUID") if old is not None else None
