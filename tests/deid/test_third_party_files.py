@@ -10,10 +10,15 @@ from io import BytesIO
 
 import pydicom
 
+from orthanc_plugins.anon.deid import engine
 from orthanc_plugins.anon.deid.engine import KEPT, QUARANTINED, deidentify_instance
 
 from .helpers import KEY, all_text, third_party_files, write_bytes
 
+# Words of the de-identification record the engine writes (CID 7050 meanings), e.g. "Patient".
+RECORD_WORDS = {word.lower() for name in dir(engine) if name.startswith("RETAIN_")
+                or name in ("BASIC_PROFILE", "CLEAN_PIXEL_DATA")
+                for word in getattr(engine, name)[1].split()}
 IDENTIFYING_KEYWORDS = (
     "PatientName", "PatientID", "OtherPatientIDs", "AccessionNumber", "PatientBirthDate",
     "PatientAddress", "PatientTelephoneNumbers", "InstitutionName", "InstitutionAddress",
@@ -32,6 +37,8 @@ def _identifiers(ds) -> set[str]:
             for part in {text, *text.split("^")}:
                 if keyword == "InstitutionName" and set(re.split(r"[\W_]+", part.lower())) <= set(manufacturer):
                     continue  # the Manufacturer, kept, says as much (not an identifier)
+                if part.strip().lower() in RECORD_WORDS:
+                    continue
                 if len(part.strip()) >= 3 and part.strip().lower() != "anonymous":
                     found.add(part.strip())
     return found
