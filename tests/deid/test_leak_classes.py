@@ -405,7 +405,7 @@ def test_the_guard_reads_an_item_in_its_own_character_set(demo) -> None:
     inner.SpecificCharacterSet = "ISO_IR 192"
     inner.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     inner.ReferencedSOPInstanceUID = "1.2.3.4"
-    text = "ægir".encode("utf-8")
+    text = "ægir".encode()
     inner._dict[BaseTag(0x00081160)] = RawDataElement(BaseTag(0x00081160), "IS", len(text), text,
                                                       0, False, True)
     nested.ReferencedImageSequence = Sequence([inner])

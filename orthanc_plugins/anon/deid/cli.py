@@ -22,9 +22,8 @@ import secrets
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-
 from io import BytesIO
+from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError

@@ -27,8 +27,10 @@ say) `PixelCleaningError` says why, and the engine quarantines the instance.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,9 +222,10 @@ def _replace_pixel_data(ds: Dataset, tag: BaseTag, data: bytes, undefined: bool 
 
 
 def _clean_encapsulated(ds: Dataset, syntax: UID, layout: PixelLayout) -> list[str]:
+    clean: Callable[[bytes], tuple[bytes, int]]
     if syntax in JPEG_SYNTAXES or syntax in JPEG_LS_SYNTAXES:
-        def clean(frame: bytes) -> tuple[bytes, int]:
-            return strip_jpeg(frame, jpeg_ls=syntax in JPEG_LS_SYNTAXES)
+        jpeg_ls = syntax in JPEG_LS_SYNTAXES
+        clean = functools.partial(strip_jpeg, jpeg_ls=jpeg_ls)
     elif syntax in J2K_SYNTAXES:
         clean = strip_j2k
     elif syntax == RLE_LOSSLESS:

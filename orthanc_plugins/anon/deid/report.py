@@ -139,9 +139,9 @@ def _markdown(data: dict) -> str:
     if not data["refused_private_rules"] and not data["unresolved_private_rules"]:
         lines.append("none")
     lines += ["", "## Files kept, validated", "",
-              "Checks per file: every source UID changed; every UID the keyed map of a source "
-              "UID (references stay consistent); dates shifted by the patient's one shift; "
-              "free text removed; what was done to the pixels.", "",
+              ("Checks per file: every source UID changed; every UID the keyed map of a source "
+               "UID (references stay consistent); dates shifted by the patient's one shift; "
+               "free text removed; what was done to the pixels."), "",
               "| file | output | UIDs changed | references | dates | free text | pixels | passed |",
               "|---|---|---|---|---|---|---|---|"]
     for f in data["files"]:

@@ -78,10 +78,11 @@ def dicom_file_bytes(ds: Dataset) -> bytes:
     if syntax is not None and not syntax.is_private:
         implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
     else:
-        implicit, little = ds.original_encoding
-        if implicit is None or little is None:
+        read_implicit, read_little = ds.original_encoding
+        if read_implicit is None or read_little is None:
             raise AttributeError("a public transfer syntax or the dataset's original encoding is "
                                  "needed to write it")
+        implicit, little = read_implicit, read_little
     elements = ds._dict
     if any(tag >> 16 == 2 for tag in elements):
         raise ValueError("File Meta Information elements (0002,eeee) belong in file_meta")
