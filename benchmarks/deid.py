@@ -52,7 +52,7 @@ def corpus(studies: int, instances: int, size: int) -> list[bytes]:
 
 def _write(ds) -> bytes:
     buffer = BytesIO()
-    dcmwrite(buffer, ds, write_like_original=False)
+    dcmwrite(buffer, ds, enforce_file_format=True)
     return buffer.getvalue()
 
 

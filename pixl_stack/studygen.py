@@ -330,7 +330,7 @@ def write_study(datasets: Sequence[Dataset], out_dir: Path) -> list[Path]:
     paths = []
     for ds in datasets:
         path = out_dir / f"{int(ds.SeriesNumber):03d}-{int(ds.InstanceNumber):04d}.dcm"
-        ds.save_as(path, write_like_original=False)
+        ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
 
@@ -489,9 +489,7 @@ def _instance(
     series: Dataset, sop_class: str, sop_uid: str, number: int, study_date: datetime.date
 ) -> Dataset:
     ds = _copy(series)
-    ds.file_meta = _file_meta(sop_class, sop_uid)
-    ds.is_little_endian = True
-    ds.is_implicit_VR = False
+    ds.file_meta = _file_meta(sop_class, sop_uid)  # its transfer syntax names the encoding
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
     ds.InstanceNumber = number

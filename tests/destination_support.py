@@ -168,7 +168,7 @@ def make_deidentified_study(
         copy.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         copy.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         path = out / f"{int(copy.SeriesNumber):03d}-{int(copy.InstanceNumber):04d}.dcm"
-        copy.save_as(path, write_like_original=False)
+        copy.save_as(path, enforce_file_format=True)
         files.append(path)
     zip_path = zip_dicom_files(files, folder / f"study-{seed}.zip")
     study = ExportableStudy(pseudo_patient, pseudo_study, zip_path)

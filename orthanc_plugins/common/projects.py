@@ -62,6 +62,22 @@ class BurnedInTextPolicy:
     allow_burned_in_annotation: bool = False
     allow_secondary_capture: bool = False
     allow_screen_save: bool = False
+    # Modalities where text is often burned in (US, SC, XA, ...) that the project clears.
+    allow_modalities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeidOptions:
+    """De-identification choices a project makes (a PIXL-new section, `deid_options`).
+
+    `times_of_day`: "remove" (the default: TM values emptied, DT values cut to their date)
+    or "keep". `accept_opaque_private`: keep private values whose content cannot be checked
+    (Siemens CSA headers, OB/UN private elements) when the rules list them; without it a
+    project whose rules keep one is refused when it is loaded.
+    """
+
+    times_of_day: str = "remove"
+    accept_opaque_private: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,7 @@ class ProjectConfig:
     burned_in_text: BurnedInTextPolicy
     record_id_map: bool
     xnat_options: XnatOptions | None
+    deid_options: DeidOptions = DeidOptions()
 
     @property
     def secret_alias(self) -> str:
@@ -179,7 +196,7 @@ _TOP_REQUIRED = {
 }
 _TOP_OPTIONAL = {
     "series_filters", "image_operation_files", "xnat_destination_options",
-    "burned_in_text", "record_id_map",
+    "burned_in_text", "record_id_map", "deid_options",
 }
 
 
@@ -238,6 +255,7 @@ def load_project(path: Path, projects_dir: Path, tag_rules_dir: Path) -> Project
         burned_in_text=_burned_in_policy(reader, top.get("burned_in_text")),
         record_id_map=reader.boolean(top.get("record_id_map", False), "record_id_map"),
         xnat_options=_xnat_options(reader, top.get("xnat_destination_options")),
+        deid_options=_deid_options(reader, top.get("deid_options")),
     )
 
 
@@ -313,12 +331,28 @@ def _burned_in_policy(reader: _Reader, value: Any) -> BurnedInTextPolicy:
     if value is None:
         return BurnedInTextPolicy()
     flags = {"allow_burned_in_annotation", "allow_secondary_capture", "allow_screen_save"}
-    section = reader.mapping(value, "burned_in_text", set(), {"action"} | flags)
+    section = reader.mapping(value, "burned_in_text", set(), {"action", "allow_modalities"} | flags)
     return BurnedInTextPolicy(
         action=reader.choice(section.get("action", "quarantine"), "burned_in_text.action",
                              BURNED_IN_ACTIONS),
+        allow_modalities=reader.items(
+            section.get("allow_modalities"), "burned_in_text.allow_modalities",
+            lambda v, k: reader.string(v, k).upper(), allow_null=True,
+        ),
         **{flag: reader.boolean(section.get(flag, False), f"burned_in_text.{flag}")
            for flag in sorted(flags)},
+    )
+
+
+def _deid_options(reader: _Reader, value: Any) -> DeidOptions:
+    if value is None:
+        return DeidOptions()
+    section = reader.mapping(value, "deid_options", set(), {"times_of_day", "accept_opaque_private"})
+    return DeidOptions(
+        times_of_day=reader.choice(section.get("times_of_day", "remove"),
+                                   "deid_options.times_of_day", ("remove", "keep")),
+        accept_opaque_private=reader.boolean(section.get("accept_opaque_private", False),
+                                             "deid_options.accept_opaque_private"),
     )
 
 

@@ -27,7 +27,8 @@ tag_operation_files:
 allowed_manufacturers:
   - regex: ".*"
 min_instances_per_series: 1
-burned_in_text: {allow_burned_in_annotation: true, allow_secondary_capture: true, allow_screen_save: true}
+burned_in_text: {allow_burned_in_annotation: true, allow_secondary_capture: true, allow_screen_save: true,
+                 allow_modalities: ["US", "OT", "SC", "XA", "ECG", "SM", "RF", "ES", "XC"]}
 destination: {dicom: "none", parquet: "none"}
 """)
     return load_compiled_project("third-party", folder, TAG_RULES_DIR)

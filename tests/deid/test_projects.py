@@ -143,7 +143,7 @@ def test_a_broken_manufacturer_override_fails_naming_the_block(pixl_copy) -> Non
 
 def test_a_recipe_with_an_unsupported_directive_fails(pixl_copy) -> None:
     path = pixl_copy / "image-operations" / "us-deid.recipe"
-    _edit(path, "coordinates all", "coordinates 0,0,10,10")
+    _edit(path, "coordinates all", "blur all")
     with pytest.raises(ProjectConfigError) as error:
         _load(pixl_copy, "ultrasound-learning-for-timely-rapid-assessment-of-cts")
     assert error.value.path == path and error.value.key.startswith("line ")

@@ -36,8 +36,8 @@ def _assert_same_items(ours: Dataset, theirs: Dataset, where: str) -> int:
         assert len(our_items) == len(their_items), f"{where} {tag}"
         assert ours[tag].is_undefined_length == theirs[tag].is_undefined_length
         for index, (mine, pydicoms) in enumerate(zip(our_items, their_items)):
-            for attribute in ("is_undefined_length_sequence_item", "read_implicit_vr",
-                              "read_little_endian", "read_encoding"):
+            for attribute in ("is_undefined_length_sequence_item", "original_encoding",
+                              "original_character_set"):
                 assert getattr(mine, attribute) == getattr(pydicoms, attribute), \
                     f"{where} {tag}[{index}] {attribute}"
             parsed_here += _assert_same_items(mine, pydicoms, f"{where} {tag}[{index}]")

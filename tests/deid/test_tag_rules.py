@@ -33,8 +33,8 @@ RULES = """
 - {group: 0x0020, element: 0x0011, op: keep}
 - {group: 0x0032, element: 0x1064, op: keep}
 - {group: 0x0040, element: 0x0275, op: keep}
-- {group: 0x0011, element: 0x0010, op: keep}
-- {group: 0x0011, element: 0x1003, op: keep}
+- {group: 0x0011, element: 0x0010, op: keep, creator: "PIXL STUDYGEN"}
+- {group: 0x0011, element: 0x1003, op: keep, creator: "PIXL STUDYGEN"}
 - {group: 0x0013, element: 0x1001, op: keep}
 - {group: 0x7FE0, element: 0x0010, op: keep}
 """

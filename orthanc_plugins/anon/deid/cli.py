@@ -8,19 +8,24 @@ The project's secret key (the pseudonyms and UIDs depend on it) comes from
 `--key-file`, else the environment variable PIXL_DEID_KEY, else a key file
 generated once at `$PIXL_STATE_DIR/deid-keys/<slug>.key` (mode 0600).
 Outputs are written as OUTPUT/<study uid>/<series uid>/<sop uid>.dcm, with
-OUTPUT/report.json and OUTPUT/report.md. Nothing quarantined is written.
+OUTPUT/report.json and OUTPUT/report.md. Nothing quarantined is written. The
+report names inputs by number and content hash, never by path (paths are often
+patient names), and validates every kept output against its source.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import secrets
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from io import BytesIO
 from pathlib import Path
 
+from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_preamble
 
@@ -31,7 +36,9 @@ from orthanc_plugins.anon.deid.engine import (
     load_compiled_project,
 )
 from orthanc_plugins.anon.deid.filters import series_below_minimum
+from orthanc_plugins.anon.deid.pseudonyms import Pseudonymizer
 from orthanc_plugins.anon.deid.report import FileOutcome, RunReport
+from orthanc_plugins.anon.deid.validation import validate_output
 from orthanc_plugins.common.projects import ProjectConfigError
 from orthanc_plugins.common.settings import REPO_ROOT, load_env_file, load_settings
 
@@ -99,26 +106,40 @@ def _key_from_text(text: str, where: str) -> bytes:
 def run(project: CompiledProject, key: bytes, inputs: list[Path], output: Path) -> RunReport:
     """De-identify every file, then apply the study-level minimum of instances per series."""
     report = RunReport(project)
+    pseudonyms = Pseudonymizer(key, project.slug)
     kept: dict[int, tuple[DeidResult, Path]] = {}  # report index -> result and written file
-    for path in _files(inputs):
+    written: dict[str, str] = {}  # new SOP Instance UID -> the input that wrote it
+    for number, path in enumerate(_files(inputs), start=1):
+        name = f"#{number}"
         if not _is_dicom(path):
-            report.add_file(FileOutcome(str(path), "skipped", "not a DICOM Part 10 file"))
+            report.add_file(FileOutcome(name, "skipped", "not a DICOM Part 10 file"))
             continue
+        data = path.read_bytes()
+        name = f"#{number} sha256:{hashlib.sha256(data).hexdigest()[:16]}"
         try:
-            result = deidentify_instance(path.read_bytes(), project, key, audit=report.audit)
+            result = deidentify_instance(data, project, key, audit=report.audit)
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop a review run
             # The type only: a message could quote a value of the file.
-            report.add_file(FileOutcome(str(path), "quarantined",
+            report.add_file(FileOutcome(name, "quarantined",
                                         f"could not be processed ({type(exc).__name__})"))
             continue
         if not result.kept:
-            report.add_file(FileOutcome(str(path), result.status, result.reason))
+            report.add_file(FileOutcome(name, result.status, result.reason))
             continue
+        if result.sop_instance_uid in written:
+            report.add_file(FileOutcome(name, "quarantined", "same SOP Instance UID as input "
+                                        f"{written[result.sop_instance_uid]}: not written over it"))
+            continue
+        written[result.sop_instance_uid] = name
         target = output / result.study_uid / result.series_uid / f"{result.sop_instance_uid}.dcm"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(result.data or b"")
         kept[len(report.files)] = (result, target)
-        report.add_file(FileOutcome(str(path), "kept", None, str(target.relative_to(output))))
+        source = dcmread(BytesIO(data), force=True)
+        validation = validate_output(source, dcmread(BytesIO(result.data or b"")), result,
+                                     pseudonyms, str(source.get("PatientID") or ""))
+        report.add_file(FileOutcome(name, "kept", None, str(target.relative_to(output)),
+                                    validation=validation.as_dict()))
     _apply_min_instances(report, kept, project.config.min_instances_per_series)
     return report
 

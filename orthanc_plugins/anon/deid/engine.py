@@ -39,16 +39,15 @@ from orthanc_plugins.anon.deid.dates import shift_values
 from orthanc_plugins.anon.deid.image_ops import (
     ImageOperations,
     MaskingError,
+    apply_coordinates,
     load_image_operations,
-    mask_outside_regions,
-    ultrasound_regions,
 )
 from orthanc_plugins.anon.deid.leak_guard import (
     IdentifierPattern,
-    dataset_encodings,
     find_leaks,
     source_identifiers,
 )
+from orthanc_plugins.anon.deid.pixels import PixelCleaningError, clean_pixel_data
 from orthanc_plugins.anon.deid.pseudonyms import Pseudonymizer
 from orthanc_plugins.anon.deid.sequences import sequence_items
 from orthanc_plugins.anon.deid.tag_rules import (
@@ -57,14 +56,17 @@ from orthanc_plugins.anon.deid.tag_rules import (
     DELETE,
     HASHABLE_VRS,
     KEEP,
+    OPAQUE_PRIVATE,
     REPLACE,
     SECURE_HASH,
     CompiledTagRules,
+    PrivateKey,
     TagRule,
     compile_tag_rules,
+    format_tag,
 )
 from orthanc_plugins.anon.deid.validity import unusable_reason
-from orthanc_plugins.anon.deid.values import element_vr, first_text, text_codec
+from orthanc_plugins.anon.deid.values import dataset_encoding, element_vr, first_text, text_codec
 from orthanc_plugins.anon.deid.writer import dicom_file_bytes
 from orthanc_plugins.common.projects import ProjectConfig, load_project_by_slug
 
@@ -123,6 +125,12 @@ IMPLEMENTATION_CLASS_UID = UID("2.25.190126440127185573125463416045151405345")
 IMPLEMENTATION_VERSION_NAME = "PIXL_DEID_1"
 
 _CHARSET_RULE = TagRule(SPECIFIC_CHARACTER_SET, KEEP, "always kept: needed to read text values")
+_NO_RULE = TagRule(0, DELETE, "")
+PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+PATIENT_AGE = 0x00101010
+MAX_AGE_YEARS = 89  # older ages are written as 090Y (HIPAA: "90 or older")
+# Private VRs whose content no rule or guard can read reliably.
+OPAQUE_VRS = frozenset({"OB", "OW", "UN", "OD", "OF", "OL", "OV"})
 
 # audit(path of parent sequence tags, tag, action, why): an optional observer for reports.
 TagAudit = Callable[[tuple[int, ...], int, str, str], None]
@@ -134,6 +142,7 @@ class CompiledProject:
     tag_rules: CompiledTagRules
     filters: filters.CompiledFilters
     image_operations: ImageOperations
+    refused_private_rules: tuple[str, ...] = ()
 
     @property
     def slug(self) -> str:
@@ -141,12 +150,25 @@ class CompiledProject:
 
 
 def compile_project(config: ProjectConfig) -> CompiledProject:
-    """Everything per-project that the engine needs, validated and compiled once."""
+    """Everything per-project that the engine needs, validated and compiled once.
+
+    Rules that keep a private value of known opaque content (a Siemens CSA header, which
+    holds UIDs and the true scan date-time) are refused here unless the project accepts
+    that risk (`deid_options.accept_opaque_private`): they keep nothing, and
+    `refused_private_rules` says which, for the report."""
+    rules = compile_tag_rules(config.base_tag_files, config.manufacturer_override_files)
+    refused = []
+    for rule in rules.all_private():
+        key = rule.private_key
+        what = OPAQUE_PRIVATE.get((key[1], key[2])) if key is not None else None
+        if what is not None and rule.op == KEEP:
+            refused.append(f"{format_tag(rule.tag)} {what} ({rule.source})")
     return CompiledProject(
         config=config,
-        tag_rules=compile_tag_rules(config.base_tag_files, config.manufacturer_override_files),
+        tag_rules=rules,
         filters=filters.CompiledFilters.from_config(config),
         image_operations=load_image_operations(config.deid_recipe_files),
+        refused_private_rules=() if config.deid_options.accept_opaque_private else tuple(refused),
     )
 
 
@@ -179,6 +201,10 @@ class DeidResult:
     data: bytes | None = None
     id_pairs: tuple[IdPair, ...] = ()
     option_codes: tuple[str, ...] = ()
+    # What was done to the pixels ("checked: clean" when nothing was needed), and the kept
+    # private values whose content could not be checked (the project accepted that risk).
+    pixel_actions: tuple[str, ...] = ()
+    opaque_private: tuple[str, ...] = ()
 
     @property
     def kept(self) -> bool:
@@ -245,22 +271,50 @@ def _deidentify_instance(
     verdict = filters.select_instance(facts, project.filters)
     if verdict is not None:
         return outcome(_status_of(verdict), verdict.reason)
+    if not old_patient_id:
+        # Every such patient would share one pseudonym and one date shift.
+        return outcome(QUARANTINED, "no PatientID: the instance cannot be linked to a "
+                                    "pseudonymous patient")
+    if not old_uids[SOP_INSTANCE_UID] or not _top_uid(ds, SOP_CLASS_UID):
+        # PS3.10: the file meta needs both; the output would not be a valid DICOM file.
+        return outcome(QUARANTINED, "no SOPInstanceUID or SOPClassUID: not a valid instance")
 
-    masked = False
-    if _wants_mask(project.image_operations, facts):
-        try:
-            mask_outside_regions(ds, ultrasound_regions(ds))
-        except MaskingError as exc:
-            return outcome(QUARANTINED, f"ultrasound masking failed: {exc}")
-        masked = True
-    verdict = filters.check_burned_in_text(facts, project.config, masked)
+    syntax = UID(_output_transfer_syntax(ds))
+    cleared, masked, pixel_actions = False, False, []
+    decision = project.image_operations.decide(ds) if facts.has_pixels else None
+    if decision is not None:
+        if decision.held_back is not None:
+            return outcome(_status_of(filters.Verdict(project.config.burned_in_text.action, "")),
+                           f"burned-in text risk: recipe blacklist group {decision.held_back!r}")
+        if decision.cleared is not None:
+            cleared = True
+            pixel_actions.append(f"cleared by recipe group {decision.cleared!r}")
+        elif decision.coordinates:
+            try:
+                apply_coordinates(ds, decision.coordinates, syntax.is_encapsulated)
+            except MaskingError as exc:
+                return outcome(QUARANTINED, f"pixel masking failed: {exc}")
+            masked = True
+            pixel_actions.append("masked by recipe groups " + ", ".join(
+                repr(label) for label in decision.labels))
+    verdict = filters.check_burned_in_text(facts, project.config, masked, cleared)
     if verdict is not None:
         return outcome(_status_of(verdict), verdict.reason)
 
+    rules = project.tag_rules.for_manufacturer(facts.manufacturer)
+    if facts.has_pixels and any(rules.get(tag, _NO_RULE).op == KEEP for tag in PIXEL_TAGS):
+        try:
+            done = clean_pixel_data(ds, syntax, dataset_encoding(ds)[1])
+        except PixelCleaningError as exc:
+            return outcome(QUARANTINED, f"pixel data: {exc}")
+        pixel_actions.extend(done or ["checked: nothing hidden"])
+
     # The identifiers are read before the rules remove them; the guard runs on the result.
-    identifiers = IdentifierPattern(source_identifiers(ds), dataset_encodings(ds), _DUMMY_TEXTS)
-    walk = _Walk(project.tag_rules.for_manufacturer(facts.manufacturer), pseudonyms,
-                 old_patient_id, audit, (bool(ds.is_implicit_VR), ds.is_little_endian is not False))
+    identifiers = IdentifierPattern(source_identifiers(ds), _DUMMY_TEXTS)
+    walk = _Walk(rules, project.tag_rules.private_for_manufacturer(facts.manufacturer),
+                 pseudonyms, old_patient_id, audit, dataset_encoding(ds),
+                 keep_times=project.config.deid_options.times_of_day == "keep",
+                 accept_opaque=project.config.deid_options.accept_opaque_private)
     apply_tag_rules(ds, walk)
     codes = add_deidentification_record(ds, walk, project.slug, masked)
     replace_file_meta(ds, new_uids[SOP_INSTANCE_UID])
@@ -275,17 +329,12 @@ def _deidentify_instance(
         if old_uids[tag]:
             pairs.append(IdPair(kind, old_uids[tag], new_uids[tag]))
     return outcome(KEPT, None, dataset=ds, data=dicom_file_bytes(ds) if as_bytes else None,
-                   id_pairs=tuple(pairs), option_codes=codes)
+                   id_pairs=tuple(pairs), option_codes=codes, pixel_actions=tuple(pixel_actions),
+                   opaque_private=tuple(walk.opaque_kept))
 
 
 def _status_of(verdict: filters.Verdict) -> str:
     return QUARANTINED if verdict.action == filters.QUARANTINE else DROPPED
-
-
-def _wants_mask(operations: ImageOperations, facts: filters.InstanceFacts) -> bool:
-    if not operations.mask_ultrasound_regions or not facts.has_ultrasound_regions:
-        return False
-    return not (operations.trust_burned_in_annotation_no and facts.burned_in_annotation == "NO")
 
 
 def _top_uid(ds: Dataset, tag: int) -> str:
@@ -300,13 +349,17 @@ def _top_uid(ds: Dataset, tag: int) -> str:
 @dataclass
 class _Walk:
     rules: dict[int, TagRule]
+    private_rules: dict[PrivateKey, TagRule]
     pseudonyms: Pseudonymizer
     patient_id: str
     audit: TagAudit | None
     encoding: tuple[bool, bool]  # (implicit VR, little endian) of the dataset
+    keep_times: bool = False
+    accept_opaque: bool = False
     dates_shifted: bool = False
     dates_kept: bool = False
     private_kept: bool = False
+    opaque_kept: list[str] = field(default_factory=list)
     _shift_days: int | None = field(default=None, repr=False)
 
     @property
@@ -324,12 +377,19 @@ def apply_tag_rules(ds: Dataset, walk: _Walk, path: tuple[int, ...] = ()) -> Non
     """Apply the allow-list to one dataset level and, through sequences, to all below it."""
     elements = ds._dict
     rules = walk.rules
-    has_private = False
+    creators: dict[int, str] | None = None
     for tag in list(elements):
-        # int(tag): a BaseTag compared with the rules' int keys would run Python code
-        rule = rules.get(int(tag))
-        if rule is None and int(tag) == SPECIFIC_CHARACTER_SET:
-            rule = _CHARSET_RULE
+        number = int(tag)  # a BaseTag compared with the rules' int keys would run Python code
+        if number >> 16 & 1:
+            if creators is None:
+                creators = _private_creators(ds)
+            rule = _private_rule(number, creators, walk.private_rules)
+        else:
+            rule = rules.get(number)
+            if rule is None and number == SPECIFIC_CHARACTER_SET:
+                rule = _CHARSET_RULE
+        if rule is not None and path and number >> 16 == 0x7FE0:
+            rule = None  # pixels inside a sequence (icons) are never looked at: never kept
         if rule is None or rule.op == DELETE:
             del elements[tag]
             walk.note(path, tag, "removed", "not in the allow-list" if rule is None
@@ -337,20 +397,62 @@ def apply_tag_rules(ds: Dataset, walk: _Walk, path: tuple[int, ...] = ()) -> Non
             continue
         vr = element_vr(ds, tag)
         elem = elements[tag]
-        if tag >> 16 & 1:
-            has_private = True
+        if number >> 16 & 1 and number & 0xFFFF >= 0x1000:
+            if vr in OPAQUE_VRS or (rule.private_key is not None and (
+                    rule.private_key[1], rule.private_key[2]) in OPAQUE_PRIVATE):
+                if not walk.accept_opaque:
+                    del elements[tag]
+                    walk.note(path, tag, "removed", f"opaque private value (VR {vr}): the "
+                              f"project does not accept that risk ({rule.source})")
+                    continue
+                walk.opaque_kept.append(" > ".join(format_tag(t) for t in (*path, number)))
+            walk.private_kept = True
         if vr == "SQ":
             _apply_to_sequence(ds, tag, rule, walk, path)
         elif vr == "UI":
             _remap_uids(ds, tag, elem, rule, walk, path)
+        elif vr == "AS":
+            _cap_age(ds, tag, vr, rule, walk, path)
+        elif not walk.keep_times and vr in ("TM", "DT") and rule.op in (KEEP, DATE_SHIFT):
+            _drop_time_of_day(ds, tag, vr, rule, walk, path)
         elif rule.op == KEEP:
             if vr in DATE_VRS:
                 walk.dates_kept = True
             walk.note(path, tag, "kept", f"keep ({rule.source})")
         else:
             _transform(ds, tag, vr, rule, walk, path)
-    if has_private:
-        _drop_orphan_private_elements(ds, walk, path)
+
+
+def _private_creators(ds: Dataset) -> dict[int, str]:
+    """(group << 8 | slot) -> the private creator of that block at this level, lower case."""
+    creators = {}
+    for tag, elem in ds._dict.items():
+        if tag >> 16 & 1 and 0x10 <= tag & 0xFFFF <= 0xFF:
+            value = elem.value
+            text = value.decode("latin-1") if isinstance(value, bytes) else str(value or "")
+            creators[(tag >> 16) << 8 | (tag & 0xFF)] = text.strip(" \x00").lower()
+    return creators
+
+
+def _private_rule(tag: int, creators: dict[int, str],
+                  private_rules: dict[PrivateKey, TagRule]) -> TagRule | None:
+    """The rule of a private element by (group, creator, offset) (PS3.5 7.8.1); a private
+    creator is kept when some rule of its block is."""
+    group, element = tag >> 16, tag & 0xFFFF
+    if element < 0x10 or 0xFF < element < 0x1000:
+        return None
+    slot = element if element <= 0xFF else element >> 8
+    creator = creators.get(group << 8 | slot)
+    if not creator:
+        return None
+    if element <= 0xFF:
+        rule = private_rules.get((group, creator, 0))
+        if rule is not None:
+            return rule
+        if any(key[0] == group and key[1] == creator for key in private_rules):
+            return TagRule(tag, KEEP, "private creator of a kept block", creator)
+        return None
+    return private_rules.get((group, creator, element & 0xFF))
 
 
 def _apply_to_sequence(ds: Dataset, tag: BaseTag, rule: TagRule, walk: _Walk, path: tuple[int, ...]) -> None:
@@ -371,10 +473,10 @@ def _apply_to_sequence(ds: Dataset, tag: BaseTag, rule: TagRule, walk: _Walk, pa
 def _remap_uids(ds: Dataset, tag: BaseTag, elem, rule: TagRule, walk: _Walk, path: tuple[int, ...]) -> None:
     """Every UID except class UIDs and transfer syntaxes is replaced, whatever the op says:
     a kept instance UID would link the output back to the hospital's records."""
-    if tag in CLASS_UID_TAGS:
+    values = _text_values(elem)
+    if tag in CLASS_UID_TAGS and all(not value or value in UID_dictionary for value in values):
         walk.note(path, tag, "kept", f"class UID ({rule.source})")
         return
-    values = _text_values(elem)
     new = [value if not value or value in UID_dictionary else walk.pseudonyms.uid(value)
            for value in values]
     if new == values:
@@ -382,6 +484,54 @@ def _remap_uids(ds: Dataset, tag: BaseTag, elem, rule: TagRule, walk: _Walk, pat
         return
     ds._dict[tag] = _encoded(tag, "UI", new, walk.encoding)
     walk.note(path, tag, "UID remapped", f"{rule.op}: keyed per-project UID ({rule.source})")
+
+
+def _cap_age(ds: Dataset, tag: BaseTag, vr: str, rule: TagRule, walk: _Walk,
+             path: tuple[int, ...]) -> None:
+    """Ages over 89 years identify few people: written as 090Y (kept or not, per the rule)."""
+    if rule.op != KEEP:
+        _transform(ds, tag, vr, rule, walk, path)
+        return
+    values = _text_values(ds._dict[tag])
+    capped = [_capped_age(value) for value in values]
+    if capped == values:
+        walk.note(path, tag, "kept", f"keep ({rule.source})")
+        return
+    ds._dict[tag] = _encoded(tag, vr, capped, walk.encoding)
+    walk.note(path, tag, "age capped", f"keep, over {MAX_AGE_YEARS} years written as 090Y "
+                                       f"({rule.source})")
+
+
+def _capped_age(value: str) -> str:
+    per_year = {"Y": 1, "M": 12, "W": 52, "D": 365}
+    if len(value) == 4 and value[:3].isdigit() and value[3] in per_year:
+        if int(value[:3]) / per_year[value[3]] > MAX_AGE_YEARS:
+            return f"{MAX_AGE_YEARS + 1:03d}Y"
+        return value
+    return "" if value else value  # not an age string: nothing to keep
+
+
+def _drop_time_of_day(ds: Dataset, tag: BaseTag, vr: str, rule: TagRule, walk: _Walk,
+                      path: tuple[int, ...]) -> None:
+    """Times of day are removed unless the project keeps them (deid_options.times_of_day):
+    a TM value becomes empty, a DT value keeps its (shifted) date only."""
+    if vr == "TM":
+        ds._dict[tag] = _encoded(tag, vr, [], walk.encoding)
+        walk.note(path, tag, "emptied", f"time of day removed ({rule.source})")
+        return
+    dates = [value[:8] for value in _text_values(ds._dict[tag])]
+    if rule.op == DATE_SHIFT:
+        shifted = shift_values(dates, "DT", walk.shift_days)
+        if shifted is None:
+            del ds._dict[tag]
+            walk.note(path, tag, "removed", f"date-shift: not a valid date ({rule.source})")
+            return
+        walk.dates_shifted, dates = True, shifted
+    else:
+        walk.dates_kept = True
+    ds._dict[tag] = _encoded(tag, vr, dates, walk.encoding)
+    walk.note(path, tag, "date shifted, time removed" if rule.op == DATE_SHIFT
+              else "kept, time removed", f"{rule.op} ({rule.source})")
 
 
 def _transform(ds: Dataset, tag: BaseTag, vr: str, rule: TagRule, walk: _Walk, path: tuple[int, ...]) -> None:
@@ -433,21 +583,6 @@ def _encoded(tag: int, vr: str, values: list[str],
     return RawDataElement(BaseTag(tag), vr, len(data), data, 0, implicit, little)
 
 
-def _drop_orphan_private_elements(ds: Dataset, walk: _Walk, path: tuple[int, ...]) -> None:
-    """A private element is kept only together with the private creator of its block."""
-    elements = ds._dict
-    for tag in list(elements):
-        group, element = tag >> 16, tag & 0xFFFF
-        if not group & 1 or element < 0x1000:
-            continue
-        creator = (group << 16) | (element >> 8)
-        if creator in elements:
-            walk.private_kept = True
-        else:
-            del elements[tag]
-            walk.note(path, tag, "removed", "its private creator is not kept")
-
-
 def _text_values(elem) -> list[str]:
     """The string values of a text element, raw or converted, without decoding costs."""
     value = elem.value
@@ -493,7 +628,7 @@ def add_deidentification_record(ds: Dataset, walk: _Walk, slug: str, masked: boo
         options.append(RETAIN_INSTITUTION_IDENTITY)
 
     code_values = tuple(value for value, _ in options)
-    code_sequence = _code_sequence(tuple(options), ds.is_implicit_VR, ds.is_little_endian)
+    code_sequence = _code_sequence(tuple(options), *walk.encoding)
     temporal = "MODIFIED" if walk.dates_shifted else "UNMODIFIED" if walk.dates_kept else "REMOVED"
     added = {  # project slugs are ASCII (slugify)
         0x00120062: _encoded(0x00120062, "CS", ["YES"], walk.encoding),
@@ -566,9 +701,10 @@ def replace_file_meta(ds: Dataset, new_sop_instance_uid: str) -> None:
 def _output_transfer_syntax(ds: Dataset) -> str:
     """The source's transfer syntax (the dataset is written in it); implicit VR little and
     explicit VR big endian are named by the dataset's encoding, as pydicom does."""
-    if ds.is_implicit_VR and ds.is_little_endian:
+    implicit, little = dataset_encoding(ds)
+    if implicit and little:
         return ImplicitVRLittleEndian
-    if ds.is_implicit_VR is False and ds.is_little_endian is False:
+    if not implicit and not little:
         return ExplicitVRBigEndian
     old = getattr(ds, "file_meta", None)
     syntax = old.get("TransferSyntaxUID") if old is not None else None

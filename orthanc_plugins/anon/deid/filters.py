@@ -24,7 +24,13 @@ DROP = "drop"
 QUARANTINE = "quarantine"
 
 SECONDARY_CAPTURE_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+# Encapsulated PDF, CDA, STL, OBJ, MTL: documents, text by nature.
+DOCUMENT_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.104."
 SCREEN_SAVE_IMAGE_TYPES = frozenset({"SCREEN SAVE", "SCREENSHOT", "SCREEN CAPTURE"})
+# Modalities whose images often carry burned-in text (scanner annotations, captured
+# screens, photographs of forms): held back unless the project clears them.
+TEXT_PRONE_MODALITIES = frozenset({"US", "IVUS", "SC", "XA", "RF", "ES", "XC", "GM", "SM", "OP",
+                                   "DOC", "OT", "ECG", "HD", "PX", "IO"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class InstanceFacts:
     burned_in_annotation: str
     sop_class_uid: str
     has_ultrasound_regions: bool
+    has_pixels: bool = True
 
 
 def instance_facts(ds: Dataset) -> InstanceFacts:
@@ -58,6 +65,7 @@ def instance_facts(ds: Dataset) -> InstanceFacts:
         burned_in_annotation=first_text(ds, 0x00280301, codec).upper(),
         sop_class_uid=first_text(ds, 0x00080016, codec).rstrip("\x00"),
         has_ultrasound_regions=regions is not None and bool(regions.value),
+        has_pixels=any(tag in ds._dict for tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)),
     )
 
 
@@ -123,26 +131,35 @@ def burned_in_risks(facts: InstanceFacts) -> list[str]:
         risks.append("secondary_capture")
     if SCREEN_SAVE_IMAGE_TYPES.intersection(facts.image_type):
         risks.append("screen_save")
+    if facts.sop_class_uid.startswith(DOCUMENT_CLASS_PREFIX):
+        risks.append("document")
+    if facts.modality in TEXT_PRONE_MODALITIES and facts.has_pixels:
+        risks.append("modality")
     return risks
 
 
 def check_burned_in_text(
-    facts: InstanceFacts, config: ProjectConfig, masked: bool
+    facts: InstanceFacts, config: ProjectConfig, masked: bool, cleared: bool = False
 ) -> Verdict | None:
     """Instances at risk are dropped or quarantined unless the project allows that risk.
 
-    `masked`: the pixels outside the ultrasound regions have been blanked, which
-    deals with burned-in annotation (scanners write text outside the regions).
+    `masked`: the project's recipe blanked the pixels where text is written (e.g. all but
+    the ultrasound regions); `cleared`: the recipe's whitelist says the image is clean.
+    Either deals with burned-in annotation and text-prone modalities; secondary captures,
+    screen saves and documents need the project's own flag.
     """
     policy = config.burned_in_text
     allowed = {
-        "burned_in_annotation": policy.allow_burned_in_annotation or masked,
+        "burned_in_annotation": policy.allow_burned_in_annotation or masked or cleared,
         "secondary_capture": policy.allow_secondary_capture,
         "screen_save": policy.allow_screen_save,
+        "document": facts.modality in policy.allow_modalities,
+        "modality": facts.modality in policy.allow_modalities or masked or cleared,
     }
     for risk in burned_in_risks(facts):
         if not allowed[risk]:
-            return Verdict(policy.action, f"burned-in text risk: {risk.replace('_', ' ')}")
+            what = f"modality {facts.modality}" if risk == "modality" else risk.replace("_", " ")
+            return Verdict(policy.action, f"burned-in text risk: {what}")
     return None
 
 

@@ -1,22 +1,37 @@
 """PHI leak guard: after de-identification, look for the source's identifiers anywhere.
 
-The identifiers of the source instance (patient names, IDs, birth date,
-address, telephone numbers, institution, staff names) are collected before
-the rules run. The output is then scanned at every depth, private elements
-included, in every element that can carry text (numeric binary VRs and pixel
-data excepted). A hit names the kind of identifier and the tag path, never
-the value, so the reason can be logged and stored.
+The identifiers of the source instance (patient names, IDs, birth date, address,
+telephone numbers, institution, staff names, and the study's own UIDs and dates)
+are collected before the rules run. The output is then scanned at every depth,
+private elements and the file meta included, pixel data excepted:
+
+- text is decoded with the character set in force at its level (ISO 2022
+  escapes, GB18030, an item's own SpecificCharacterSet), then normalised:
+  Unicode compatibility forms (NFKC), case folding, and every run of separators
+  and punctuation made one space ("spaced") or removed ("squashed");
+- binary numeric values are read as Latin-1 too: text written with a numeric VR
+  is still text;
+- names are matched as words of the spaced text (any length: WU^LI too), and
+  joined (given and family names run together, hyphenated and apostrophe-less
+  forms) in the squashed text; CJK names as they are, since CJK text has no
+  spaces;
+- identifiers (IDs, accession numbers, telephone numbers) are matched in the
+  squashed text, so "943 476 5919" and "ABC1234567X" are found; dates in the
+  usual spellings (ISO, UK, US, DICOM, with month names) between non-digits;
+  source UIDs as they are.
+
+A hit names the kind of identifier and the tag path, never the value.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pydicom._uid_dict import UID_dictionary
-from pydicom.charset import convert_encodings, encode_string
+from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -40,28 +55,40 @@ NAME_TAGS = {
     0x00321032: "RequestingPhysician",
 }
 # Whole values (each value of a multi-valued element) are identifiers.
-VALUE_TAGS = {
+ID_TAGS = {
     0x00100020: "PatientID",
     0x00101000: "OtherPatientIDs",
     0x00101090: "MedicalRecordLocator",
     0x00080050: "AccessionNumber",
+    0x00102154: "PatientTelephoneNumbers",
+}
+PLACE_TAGS = {
     0x00080080: "InstitutionName",
     0x00080081: "InstitutionAddress",
     0x00101040: "PatientAddress",
-    0x00102154: "PatientTelephoneNumbers",
-    0x00100030: "PatientBirthDate",
 }
+BIRTH_DATE = 0x00100030
+# The study's own dates: one true date in free text gives away the patient's date shift.
+STUDY_DATE_TAGS = {0x00080020: "StudyDate", 0x00080021: "SeriesDate",
+                   0x00080022: "AcquisitionDate", 0x00080023: "ContentDate"}
+SOURCE_UID_TAGS = {0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID",
+                   0x00080018: "SOPInstanceUID", 0x00200052: "FrameOfReferenceUID"}
 OTHER_PATIENT_IDS_SEQUENCE = BaseTag(0x00101002)
 PATIENT_ID = 0x00100020
+MANUFACTURER = 0x00080070
 
-# Values that are binary numbers or pixels: no text can hide in them.
-_SKIP_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "OF", "OD", "OL", "OV", "SV", "UV", "AT"})
 _PIXEL_GROUP = 0x7FE0
 _METHOD_CODES = 0x00120064  # written by the engine from PS3.15 constants only
-_MIN_LENGTH = 3  # shorter values ("US", "1") match everywhere and identify nobody
-_REGISTERED_UIDS = frozenset(UID_dictionary) | frozenset(uid.encode() for uid in UID_dictionary)
-_NOT_ALNUM_BEFORE = rb"(?<![0-9A-Za-z])"
-_NOT_ALNUM_AFTER = rb"(?![0-9A-Za-z])"
+_DATE_VRS = frozenset({"DA", "DT", "TM"})
+_TEXT_DELIMITERS = {0x5C}
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+           "september", "october", "november", "december")
+_SEPARATORS = re.compile(r"[\W_]+")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+# How a form is matched: as a word of the spaced text, inside the squashed text, or as
+# a number (no digit either side) inside the squashed text.
+WORD, INSIDE, NUMBER, UID = "word", "inside", "number", "uid"
 
 
 @dataclass(frozen=True)
@@ -74,144 +101,232 @@ class Leak:
         return f"identifying value ({self.kind}) found in {self.path}"
 
 
+def normalise(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def spaced(text: str) -> str:
+    return " " + _SEPARATORS.sub(" ", normalise(text)).strip() + " "
+
+
+def squashed(text: str) -> str:
+    return _SEPARATORS.sub("", normalise(text))
+
+
 class IdentifierPattern:
-    """The source's identifiers as one case-insensitive regex over bytes."""
+    """The source's identifiers, as three regexes over normalised text."""
 
-    def __init__(
-        self, identifiers: dict[str, str], encodings: list[str], ignore: frozenset[str] = frozenset()
-    ) -> None:
-        """`ignore`: values the de-identification itself writes (dummies such as ANONYMOUS),
-        which a source may already hold and which identify nobody."""
-        kept = tuple(sorted((value, kind) for value, kind in identifiers.items()
-                            if value.lower() not in ignore))
-        self._regex, self._kinds = _compile(kept, tuple(encodings))
+    def __init__(self, identifiers: dict[tuple[str, str], str], ignore: frozenset[str] = frozenset()
+                 ) -> None:
+        """`identifiers`: (form, how) -> kind. `ignore`: values the de-identification itself
+        writes (dummies such as ANONYMOUS), which a source may hold and identify nobody."""
+        ignored = {squashed(value) for value in ignore}
+        kept = tuple(sorted((form, how, kind) for (form, how), kind in identifiers.items()
+                            if form and form not in ignored))
+        self._compiled = _compile(kept)
 
-    def search(self, data: bytes) -> str | None:
-        """The kind of the first identifier in `data`, or None."""
-        if self._regex is None:
-            return None
-        match = self._regex.search(data)
-        return None if match is None else self._kinds.get(match.group().lower(), "identifier")
+    def search(self, texts: list[str], raws: list[str], date_value: bool = False) -> str | None:
+        """The kind of the first identifier in these values (decoded, and raw as they are),
+        or None. `date_value`: date/time elements, where the study's own dates belong."""
+        words, inside, uids, kinds = self._compiled
+        subjects = ((words, "".join(map(spaced, texts))), (inside, "|".join(map(squashed, texts))),
+                    (uids, "\n".join(raws)))
+        for regex, subject in subjects:
+            if regex is None:
+                continue
+            for match in regex.finditer(subject):
+                kind = kinds[match.lastgroup or ""]
+                if not (date_value and kind in STUDY_DATE_TAGS.values()):
+                    return kind
+        return None
 
 
 @functools.lru_cache(maxsize=256)
-def _compile(
-    identifiers: tuple[tuple[str, str], ...], encodings: tuple[str, ...]
-) -> tuple[re.Pattern[bytes] | None, dict[bytes, str]]:
-    """The regex of one set of identifiers; memoised, as a study's instances share them."""
-    forms: dict[bytes, str] = {}
-    for value, kind in identifiers:
-        for encoded in _encoded_forms(value, list(encodings)):
-            forms.setdefault(encoded.lower(), kind)
-    if not forms:
-        return None, forms
-    alternatives = b"|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
-    pattern = _NOT_ALNUM_BEFORE + b"(?:" + alternatives + b")" + _NOT_ALNUM_AFTER
-    return re.compile(pattern, re.IGNORECASE), forms
+def _compile(identifiers: tuple[tuple[str, str, str], ...]):
+    """The regexes of one set of identifiers; memoised, as a study's instances share them."""
+    kinds: dict[str, str] = {}
+    parts: dict[str, list[str]] = {WORD: [], INSIDE: [], UID: []}
+    for index, (form, how, kind) in enumerate(identifiers):
+        name = f"i{index}"
+        kinds[name] = kind
+        escaped = re.escape(form)
+        if how == WORD:
+            parts[WORD].append(f"(?P<{name}> {escaped} )")
+        elif how == NUMBER:
+            parts[INSIDE].append(f"(?P<{name}>(?<!\\d){escaped}(?!\\d))")
+        elif how == UID:
+            parts[UID].append(f"(?P<{name}>(?<![\\d.]){escaped}(?![\\d.]))")
+        else:
+            parts[INSIDE].append(f"(?P<{name}>{escaped})")
+    # Overlapping words share spaces: a lookahead keeps the space for the next word.
+    words = [p.replace(" )", ")(?= )", 1) for p in parts[WORD]]
+    return (re.compile("|".join(words)) if words else None,
+            re.compile("|".join(parts[INSIDE])) if parts[INSIDE] else None,
+            re.compile("|".join(parts[UID])) if parts[UID] else None, kinds)
 
 
-def _encoded_forms(value: str, encodings: list[str]) -> set[bytes]:
-    forms = {value.encode("utf-8")}
-    try:
-        forms.add(encode_string(value, encodings))
-    except (UnicodeError, LookupError, ValueError):
-        pass
-    return forms
-
-
-def source_identifiers(ds: Dataset) -> dict[str, str]:
-    """identifier value -> kind (tag keyword), from the source instance's top level."""
+def source_identifiers(ds: Dataset) -> dict[tuple[str, str], str]:
+    """(normalised form, how it is matched) -> kind (tag keyword), from the source's top level."""
     codec = text_codec(ds)
-    found: dict[str, str] = {}
+    found: dict[tuple[str, str], str] = {}
+    manufacturer_words = set(spaced(" ".join(text_values(ds, MANUFACTURER, codec))).split())
 
-    def add(value: str, kind: str) -> None:
-        value = value.strip()
-        if len(value) >= _MIN_LENGTH:
-            found.setdefault(value, kind)
+    def add(form: str, how: str, kind: str) -> None:
+        if form.strip():
+            found.setdefault((form.strip(), how), kind)
 
     for tag, kind in NAME_TAGS.items():
         for name in text_values(ds, tag, codec):
-            add(name.rstrip("^"), kind)
-            for group in name.split("="):
-                # family, given, middle; prefixes and suffixes (Mr, Dr, Jr) identify nobody
-                for part in group.split("^")[:3]:
-                    add(part, kind)
-    for tag, kind in VALUE_TAGS.items():
+            for group in name.split("="):  # alphabetic, ideographic, phonetic
+                _add_name(group, kind, add)
+    for tag, kind in ID_TAGS.items():
         for value in text_values(ds, tag, codec):
-            add(value, kind)
-            for variant in _variants(tag, value):
-                add(variant, kind)
+            _add_identifier(value, kind, add)
     if OTHER_PATIENT_IDS_SEQUENCE in ds._dict:
         for item in sequence_items(ds, OTHER_PATIENT_IDS_SEQUENCE):
             for value in text_values(item, PATIENT_ID, codec):
-                add(value, "OtherPatientIDsSequence")
+                _add_identifier(value, "OtherPatientIDsSequence", add)
+    for tag, kind in PLACE_TAGS.items():
+        for value in text_values(ds, tag, codec):
+            _add_place(value, kind, add, manufacturer_words)
+    for value in text_values(ds, BIRTH_DATE, codec):
+        _add_date(value, "PatientBirthDate", add)
+    for tag, kind in STUDY_DATE_TAGS.items():
+        for value in text_values(ds, tag, codec):
+            _add_date(value, kind, add)
+    for tag, kind in SOURCE_UID_TAGS.items():
+        for value in text_values(ds, tag, codec):
+            uid = value.rstrip("\x00 ")
+            if len(uid) >= 8:
+                add(uid, UID, kind)
     return found
 
 
-def _variants(tag: int, value: str) -> list[str]:
-    """Other spellings of a value that free text is likely to use."""
-    if tag == 0x00100030 and len(value) == 8 and value.isdigit():  # 19700131 -> 1970-01-31
-        return [f"{value[:4]}-{value[4:6]}-{value[6:]}", f"{value[6:]}/{value[4:6]}/{value[:4]}"]
-    if tag == 0x00102154:  # telephone: also the bare digits
-        return ["".join(ch for ch in value if ch.isdigit())]
-    if tag in (0x00101040, 0x00080081):  # address: its comma parts and its postcode-like tokens
-        parts = [part for part in value.split(",") if len(part.strip()) >= 4]
-        tokens = [t for t in value.replace(",", " ").split()
-                  if any(c.isdigit() for c in t) and any(c.isalpha() for c in t)]
-        return parts + tokens
-    return []
+def _add_name(name: str, kind: str, add) -> None:
+    components = [c for c in name.split("^")[:3] if c.strip()]  # family, given, middle
+    words: list[str] = []
+    for component in components:
+        if _CJK.search(component):
+            form = squashed(component)
+            add(form, INSIDE if len(form) >= 2 else WORD, kind)
+            continue
+        parts = spaced(component).split()
+        words.extend(parts)
+        for part in parts:
+            add(part, WORD, kind)
+        if len(parts) > 1:  # O'Brien -> obrien, Smith-Jones -> smithjones
+            add("".join(parts), WORD, kind)
+    latin = [spaced(c).split() for c in components if not _CJK.search(c)]
+    latin = [parts for parts in latin if parts]
+    if len(latin) == 1 and len(latin[0]) >= 2:  # "John Smith" in one component
+        latin = [latin[0][:1], latin[0][-1:]]
+    if len(latin) >= 2:  # given and family names run together, in either order
+        family, given = "".join(latin[0]), "".join(latin[1])
+        for joined in (family + given, given + family):
+            add(joined, INSIDE if len(joined) >= 6 else WORD, kind)
+
+
+def _add_identifier(value: str, kind: str, add) -> None:
+    form = squashed(value)
+    if len(form) < 3:  # "1", "A": such IDs match everywhere and identify nobody
+        return
+    if len(form) >= 4:
+        add(form, NUMBER if form.isdigit() else INSIDE, kind)
+    else:
+        add(spaced(value).strip(), WORD, kind)
+    digits = "".join(ch for ch in form if ch.isdigit())
+    if len(digits) >= 6 and digits != form:  # an ID's number without its letters
+        add(digits, NUMBER, kind)
+
+
+def _add_place(value: str, kind: str, add, manufacturer_words: set[str]) -> None:
+    words = spaced(value).split()
+    if not words or set(words) <= manufacturer_words:
+        return  # "SIEMENS" as an institution name says no more than the Manufacturer kept
+    if len("".join(words)) >= 4:
+        add(" ".join(words), WORD, kind)
+    if kind != "InstitutionName":
+        for part in value.split(","):  # address parts, postcode-like tokens
+            part_words = spaced(part).split()
+            if len("".join(part_words)) >= 4:
+                add(" ".join(part_words), WORD, kind)
+        for token in value.replace(",", " ").split():
+            if any(c.isdigit() for c in token) and any(c.isalpha() for c in token):
+                add(squashed(token), INSIDE, kind)
+
+
+def _add_date(value: str, kind: str, add) -> None:
+    text = value.strip()[:8]
+    if len(text) != 8 or not text.isdigit():
+        return
+    year, month, day = text[:4], text[4:6], text[6:]
+    if not 1 <= int(month) <= 12:
+        return
+    name = _MONTHS[int(month) - 1]
+    short_day = str(int(day))
+    for form in (year + month + day, day + month + year, month + day + year):
+        add(form, NUMBER, kind)
+    for form in (day + name + year, day + name[:3] + year, name + day + year,
+                 name[:3] + day + year, short_day + name + year, short_day + name[:3] + year,
+                 name + short_day + year, name[:3] + short_day + year):
+        add(form, INSIDE, kind)
 
 
 def find_leaks(ds: Dataset, pattern: IdentifierPattern) -> list[Leak]:
     """Every element of `ds` (file meta and all depths) holding one of the identifiers."""
-    chunks = list(_scannable(ds, ""))
     meta = getattr(ds, "file_meta", None)
+    values = list(_scannable(ds, "", dataset_encodings(ds)))
     if meta is not None:
-        chunks.extend(_scannable(meta, ""))
-    # One search over everything first: a clean instance costs a single regex pass.
-    if pattern.search(b"\x00".join(data for _, _, data in chunks)) is None:
+        values.extend(_scannable(meta, "", ["iso8859"]))
+    # One search over everything first: a clean instance costs a single pass.
+    if pattern.search([v[3] for v in values if v[2] not in _DATE_VRS],
+                      [v[4] for v in values if v[2] not in _DATE_VRS]) is None and \
+            pattern.search([v[3] for v in values if v[2] in _DATE_VRS],
+                           [v[4] for v in values if v[2] in _DATE_VRS], True) is None:
         return []
     leaks = []
-    for prefix, tag, data in chunks:
-        kind = pattern.search(data)
+    for prefix, tag, vr, text, raw in values:
+        kind = pattern.search([text], [raw], vr in _DATE_VRS)
         if kind is not None:
             leaks.append(Leak(kind=kind, path=f"{prefix}{_describe(tag)}"))
     return leaks
 
 
-def _scannable(ds: Dataset, prefix: str) -> Iterator[tuple[str, int, bytes]]:
+def _scannable(ds: Dataset, prefix: str, encodings: list[str]
+               ) -> Iterator[tuple[str, int, str, str, str]]:
+    """(path prefix, tag, VR, decoded text, raw text) of every value at every depth."""
+    if 0x00080005 in ds._dict and prefix:
+        encodings = dataset_encodings(ds)  # an item's own character set
     for tag in list(ds._dict):
         if tag >> 16 == _PIXEL_GROUP or int(tag) == _METHOD_CODES:  # int: BaseTag.__eq__ is slow
             continue
         vr = element_vr(ds, tag)
-        if vr in _SKIP_VRS:
-            continue
         if vr == "SQ":
             for index, item in enumerate(sequence_items(ds, tag)):
-                yield from _scannable(item, f"{prefix}{_describe(tag)}[{index}] > ")
+                yield from _scannable(item, f"{prefix}{_describe(tag)}[{index}] > ", encodings)
             continue
-        data = _as_bytes(ds._dict[tag], vr)
-        if data:
-            yield prefix, tag, data
-
-
-def _as_bytes(elem, vr: str) -> bytes:
-    value = elem.value
-    if vr == "UI":
-        uid = value.rstrip(b"\0 ") if isinstance(value, bytes) else str(value or "").rstrip("\0 ")
-        if uid in _REGISTERED_UIDS:
-            return b""  # a registered (class, syntax) UID is public knowledge
-    if elem.is_raw:
-        return value or b""
-    if value is None:
-        return b""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace")
-    if isinstance(value, (list, MultiValue)):
-        return "\\".join(str(v) for v in value).encode("utf-8", "replace")
-    return str(value).encode("utf-8", "replace")
+        elem = ds._dict[tag]
+        value = elem.value
+        if value is None or value == b"" or value == "":
+            continue
+        if isinstance(value, bytes):
+            raw = value.decode("latin-1")
+            if vr in ("PN", "LO", "SH", "ST", "LT", "UT", "UC", "UN", "OB") or tag >> 16 & 1:
+                try:
+                    text = decode_bytes(value, encodings, _TEXT_DELIMITERS)
+                except (UnicodeError, LookupError, ValueError):
+                    text = raw
+                yield prefix, tag, vr, text, raw
+                if text != raw:
+                    yield prefix, tag, vr, raw, raw
+                continue
+            yield prefix, tag, vr, raw, raw
+            continue
+        if isinstance(value, (list, MultiValue)):
+            text = "\\".join(str(v) for v in value)
+        else:
+            text = str(value)
+        yield prefix, tag, vr, text, text
 
 
 def _describe(tag: int) -> str:

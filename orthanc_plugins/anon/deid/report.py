@@ -19,26 +19,40 @@ from orthanc_plugins.anon.deid.tag_rules import format_tag
 
 @dataclass(frozen=True)
 class FileOutcome:
-    input: str
+    input: str  # "#N sha256:..." (an input's path can be a patient's name)
     status: str  # kept, dropped, quarantined, skipped
     reason: str | None = None
     output: str | None = None
+    validation: dict | None = None  # validation.FileValidation of a kept output
 
 
 class RunReport:
     def __init__(self, project: CompiledProject) -> None:
         self.project = project
         self.files: list[FileOutcome] = []
-        self._tags: dict[str, Counter[tuple[str, str]]] = {}
+        # What happened to each tag, per file: counted only for the files kept in the end.
+        self._file_tags: list[Counter[tuple[str, str, str]]] = []
+        self._pending: Counter[tuple[str, str, str]] = Counter()
         self._names: dict[int, str] = {}
 
     def audit(self, path: tuple[int, ...], tag: int, action: str, why: str) -> None:
         """An engine `TagAudit`: count what happened to this tag at this depth."""
         key = " > ".join(self._name(t) for t in (*path, tag))
-        self._tags.setdefault(key, Counter())[(action, why)] += 1
+        self._pending[(key, action, why)] += 1
 
     def add_file(self, outcome: FileOutcome) -> None:
         self.files.append(outcome)
+        self._file_tags.append(self._pending)
+        self._pending = Counter()
+
+    def _tags(self) -> dict[str, Counter[tuple[str, str]]]:
+        tags: dict[str, Counter[tuple[str, str]]] = {}
+        for outcome, counts in zip(self.files, self._file_tags):
+            if outcome.status != "kept":
+                continue
+            for (key, action, why), count in counts.items():
+                tags.setdefault(key, Counter())[(action, why)] += count
+        return tags
 
     def replace_file(self, index: int, outcome: FileOutcome) -> None:
         self.files[index] = outcome
@@ -67,8 +81,12 @@ class RunReport:
                     {"action": action, "why": why, "instances": count}
                     for (action, why), count in sorted(outcomes.items())
                 ]}
-                for tag, outcomes in sorted(self._tags.items())
+                for tag, outcomes in sorted(self._tags().items())
             ],
+            "refused_private_rules": list(self.project.refused_private_rules),
+            "unresolved_private_rules": [
+                f"{format_tag(rule.tag)} ({rule.source})"
+                for rule in self.project.tag_rules.unresolved],
         }
 
     def write(self, output_dir: Path) -> tuple[Path, Path]:
@@ -113,6 +131,24 @@ def _markdown(data: dict) -> str:
         for outcome in entry["outcomes"]:
             lines.append(f"| {entry['tag']} | {outcome['action']} | {outcome['why']} | "
                          f"{outcome['instances']} |")
-    lines += ["", "## Files kept", "", "| file | output |", "|---|---|"]
-    lines += [f"| `{f['input']}` | `{f['output']}` |" for f in data["files"] if f["status"] == "kept"]
+    lines += ["", "## Private rules that keep nothing", ""]
+    lines += [f"- refused (opaque value; `deid_options.accept_opaque_private` not set): {r}"
+              for r in data["refused_private_rules"]]
+    lines += [f"- unresolved (no known private creator): {r}"
+              for r in data["unresolved_private_rules"]]
+    if not data["refused_private_rules"] and not data["unresolved_private_rules"]:
+        lines.append("none")
+    lines += ["", "## Files kept, validated", "",
+              ("Checks per file: every source UID changed; every UID the keyed map of a source "
+               "UID (references stay consistent); dates shifted by the patient's one shift; "
+               "free text removed; what was done to the pixels."), "",
+              "| file | output | UIDs changed | references | dates | free text | pixels | passed |",
+              "|---|---|---|---|---|---|---|---|"]
+    for f in data["files"]:
+        if f["status"] != "kept":
+            continue
+        v = f.get("validation") or {}
+        lines.append(f"| `{f['input']}` | `{f['output']}` | {v.get('uids_changed')} | "
+                     f"{v.get('references_consistent')} | {v.get('dates')} | "
+                     f"{v.get('free_text')} | {v.get('pixels')} | {v.get('passed')} |")
     return "\n".join(lines) + "\n"

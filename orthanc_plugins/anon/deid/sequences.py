@@ -15,7 +15,12 @@ import struct
 from typing import cast
 
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.dataelem import DataElement, DataElement_from_raw, RawDataElement, empty_value_for_VR
+from pydicom.dataelem import (
+    DataElement,
+    RawDataElement,
+    convert_raw_data_element,
+    empty_value_for_VR,
+)
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
@@ -41,7 +46,7 @@ def sequence_items(ds: Dataset, tag: BaseTag) -> Sequence:
     if isinstance(elem, RawDataElement) and elem.VR in ("SQ", None) and elem.value is not None:
         parsed = _parse_items(elem.value, elem.is_implicit_VR, elem.is_little_endian)
         if parsed is not None:
-            encoding = ds.read_encoding or ds._character_set  # as pydicom converts elements
+            encoding = ds.original_character_set or ds._character_set  # as pydicom converts elements
             encoding = [encoding] if isinstance(encoding, str) else encoding or [default_encoding]
             items = Sequence([_item(elements, elem, encoding) for elements in parsed])
             ds[tag] = DataElement(elem.tag, "SQ", items, elem.value_tell, False, already_converted=True)
@@ -53,7 +58,7 @@ def _item(elements: dict[BaseTag, ElementType], sequence: RawDataElement, encodi
     item = Dataset(elements)
     charset = elements.get(SPECIFIC_CHARACTER_SET)
     if isinstance(charset, RawDataElement):  # the item's own character set
-        encoding = convert_encodings(DataElement_from_raw(charset).value)
+        encoding = convert_encodings(convert_raw_data_element(charset).value)
     item.is_undefined_length_sequence_item = False
     item.set_original_encoding(sequence.is_implicit_VR, sequence.is_little_endian, encoding)
     return item

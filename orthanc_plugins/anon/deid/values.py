@@ -55,6 +55,19 @@ def text_values(ds: Dataset, tag: int, codec: str | None) -> list[str]:
     return [str(v).strip() for v in values if str(v).strip()]
 
 
+def dataset_encoding(ds: Dataset) -> tuple[bool, bool]:
+    """(implicit VR, little endian) of the dataset's elements: as read, else as its file meta's
+    transfer syntax says (a dataset made in memory), else explicit VR little endian."""
+    implicit, little = ds.original_encoding
+    if implicit is not None and little is not None:
+        return implicit, little
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is not None and syntax.is_transfer_syntax and not syntax.is_private:
+        return syntax.is_implicit_VR, syntax.is_little_endian
+    return False, True
+
+
 def first_text(ds: Dataset, tag: int, codec: str | None) -> str:
     values = text_values(ds, tag, codec)
     return values[0] if values else ""
@@ -66,7 +79,7 @@ def element_vr(ds: Dataset, tag: BaseTag) -> str:
     pydicom resolves it. (A dataset can hold implicit VR elements yet be written as explicit
     VR, e.g. when its transfer syntax misnamed its encoding: those must be converted.)"""
     vr = ds._dict[tag].VR
-    if vr is None and not tag >> 16 & 1 and ds.read_implicit_vr:
+    if vr is None and not tag >> 16 & 1 and ds.original_encoding[0]:
         try:
             vr = dictionary_VR(tag)
         except KeyError:

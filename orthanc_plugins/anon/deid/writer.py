@@ -6,7 +6,7 @@ value bytes are written as they were read, and only its header is packed
 here. Elements the engine converted or made go through pydicom's own value
 writers, one by one. Pixel data is never copied before the final join.
 
-The bytes are those of `dcmwrite(..., write_like_original=False)` for the same
+The bytes are those of `dcmwrite(..., enforce_file_format=True)` for the same
 dataset (tests/deid/test_writer.py holds us to that): preamble, File Meta
 Information with its group length, then the elements in tag order, group 0000
 and retired group lengths left out, sequences and items with the lengths (or
@@ -74,11 +74,15 @@ def dicom_file_bytes(ds: Dataset) -> bytes:
     """`ds` with its `file_meta` as a DICOM file (Part 10), as pydicom would write it."""
     meta = ds.file_meta
     syntax = _transfer_syntax(meta)
-    implicit, little = ds.is_implicit_VR, ds.is_little_endian
-    if implicit is None or little is None:
-        if syntax is None or syntax.is_private:
-            raise AttributeError("is_little_endian and is_implicit_VR must be set before writing")
+    # As pydicom 3's dcmwrite: the transfer syntax decides, else the encoding the dataset was read in.
+    if syntax is not None and not syntax.is_private:
         implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
+    else:
+        read_implicit, read_little = ds.original_encoding
+        if read_implicit is None or read_little is None:
+            raise AttributeError("a public transfer syntax or the dataset's original encoding is "
+                                 "needed to write it")
+        implicit, little = read_implicit, read_little
     elements = ds._dict
     if any(tag >> 16 == 2 for tag in elements):
         raise ValueError("File Meta Information elements (0002,eeee) belong in file_meta")
