@@ -11,7 +11,7 @@ Settings (secrets, see `_settings`): `<alias>--ftp--host`, `--ftp--port`,
 the server's certificate or CA when the system does not already trust it).
 The server's certificate is always verified.
 
-Nothing appears half-written: a study goes up as `<uid>.zip.<random>.part` and is
+Nothing appears half-written: a study goes up as `<uid>.zip.part` and is
 renamed when complete; the parquet tree goes up into `parquet.partial` and
 replaces `parquet` when complete. Repeating an export replaces the previous copy.
 """
@@ -23,7 +23,6 @@ import logging
 import posixpath
 import socket
 import ssl
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -104,9 +103,9 @@ def pixl_export_dicom_study(project, destination_name, study, secrets):
     remote_name = f"{study.pseudo_study_uid}.zip"
     with connect(settings, project.slug, implicit=destination_name == NAME) as ftp, ftp_errors(project.slug, "upload of a study"):
         enter_folder(ftp, project.slug, create=True)
-        # A name of its own: two uploads of one study (a retry overlapping a slow
-        # first try) never write into each other's file.
-        part_name = f"{remote_name}.{uuid.uuid4().hex[:12]}.part"
+        # One name per study: an upload cut short is overwritten by the next try (the
+        # job's lease keeps two tries of one study from ever running at once).
+        part_name = f"{remote_name}.part"
         with study.zip_path.open("rb") as handle:
             ftp.storbinary(f"STOR {part_name}", handle)
         replace_file(ftp, part_name, remote_name)

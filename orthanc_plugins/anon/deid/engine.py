@@ -65,7 +65,7 @@ from orthanc_plugins.anon.deid.tag_rules import (
     compile_tag_rules,
     format_tag,
 )
-from orthanc_plugins.anon.deid.validity import unusable_reason
+from orthanc_plugins.anon.deid.validity import first_unreadable, unusable_reason
 from orthanc_plugins.anon.deid.values import dataset_encoding, element_vr, first_text, text_codec
 from orthanc_plugins.anon.deid.writer import dicom_file_bytes
 from orthanc_plugins.common.projects import ProjectConfig, load_project_by_slug
@@ -238,7 +238,8 @@ def deidentify_instance(
     try:
         return _deidentify_instance(ds, as_bytes, project, key, audit=audit)
     except Exception as exc:  # noqa: BLE001 - one bad instance must not stop its study
-        return _rejected(f"de-identification failed ({type(exc).__name__})")
+        unreadable = first_unreadable(dcmread(BytesIO(source), force=True)) if as_bytes else None
+        return _rejected(unreadable or f"de-identification failed ({type(exc).__name__})")
 
 
 def _rejected(reason: str) -> DeidResult:

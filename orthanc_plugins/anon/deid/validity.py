@@ -6,6 +6,7 @@ in transit, a producer that left out its UIDs.
 
 from __future__ import annotations
 
+import copy
 import re
 
 from pydicom.datadict import keyword_for_tag
@@ -21,15 +22,16 @@ _UID_TEXT = re.compile(r"[0-9.]{1,64}")
 
 def unusable_reason(ds: Dataset) -> str | None:
     """Why `ds` cannot be de-identified, or None when it can. `ds` itself is left as it
-    was read (its elements raw): the checks convert a copy."""
+    was read (its elements raw): the checks convert a copy, and only the few elements
+    they need (converting every element would cost more than de-identifying it; an
+    element the engine cannot convert is named by `first_unreadable` afterwards)."""
     truncated = _first_truncated(ds.copy())
     readable = ds.copy()
-    unreadable = _first_unreadable(readable)
     missing = [keyword for keyword in REQUIRED_UIDS if not _has_value(readable, keyword)]
     if len(missing) == len(REQUIRED_UIDS):
         return "not a DICOM instance (none of " + ", ".join(REQUIRED_UIDS) + ")"
-    if truncated or unreadable:
-        return truncated or unreadable
+    if truncated:
+        return truncated
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is not None and not _is_transfer_syntax(syntax):
         return "its TransferSyntaxUID is not a transfer syntax"
@@ -66,8 +68,9 @@ def _first_truncated(ds: Dataset) -> str | None:
     return None
 
 
-def _first_unreadable(ds: Dataset) -> str | None:
-    """The first element (at any depth) that pydicom cannot convert, named by its tag."""
+def first_unreadable(ds: Dataset) -> str | None:
+    """The first element (at any depth) that pydicom cannot convert, named by its tag.
+    It converts `ds`: call it on a dataset that is no longer needed."""
     for tag in list(ds.keys()):  # the tags first: each is converted on its own below
         try:
             element = ds[tag]
@@ -75,7 +78,7 @@ def _first_unreadable(ds: Dataset) -> str | None:
         except Exception as exc:  # noqa: BLE001 - whatever pydicom raises, the element is bad
             return f"({tag.group:04X},{tag.element:04X}) cannot be read ({type(exc).__name__})"
         for item in items:
-            problem = _first_unreadable(item)
+            problem = first_unreadable(item)
             if problem:
                 return problem
     return None
