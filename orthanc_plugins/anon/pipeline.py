@@ -31,6 +31,7 @@ from orthanc_plugins.anon.deid.engine import (
 )
 from orthanc_plugins.anon.deid.filters import series_below_minimum
 from orthanc_plugins.anon.deid.id_map import record_id_map
+from orthanc_plugins.anon.lifecycle import notify_study_exported
 from orthanc_plugins.common.job_queue import claim_job, move_job, renew_lease, schedule_retry
 from orthanc_plugins.common.orthanc_api import HttpOrthanc, OrthancApi, find_study, get_json
 from orthanc_plugins.common.secrets import SecretStore, project_key
@@ -216,6 +217,7 @@ class StudyAnonymiser:
                 move_job(conn, job.id, self.owner, "failed", last_error=str(exc)[:500])
             return
         move_job(conn, job.id, self.owner, "exported", last_error=None)
+        notify_study_exported(conn, project, job, receipt, self.secrets)
         logger.info("job %s: study %s exported to %s (%s)", job.id, job.pseudo_study_uid,
                     receipt.destination, receipt.location)
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 
+from orthanc_plugins.anon.lifecycle import notify_pending
 from orthanc_plugins.anon.pipeline import StudyAnonymiser
 from orthanc_plugins.common import db
+from orthanc_plugins.common.hook_events import recent_hook_errors
 from orthanc_plugins.common.orthanc_api import OrthancApi
 from orthanc_plugins.common.plugin_support import (
     ApiError,
@@ -18,11 +21,13 @@ from orthanc_plugins.common.plugin_support import (
 )
 from orthanc_plugins.common.secrets import open_secret_store
 from orthanc_plugins.common.settings import Settings
-from pixl_hooks.plugins import list_destinations
+from pixl_hooks.plugins import list_destinations, list_plugins
 
 logger = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 0.2
+# While idle, the worker looks this often for lifecycle hook calls left to make (lifecycle.py).
+PENDING_HOOKS_SECONDS = 2.0
 
 
 class AnonService:
@@ -48,9 +53,15 @@ class AnonService:
         while not self._stop.is_set():
             try:
                 with db.connect(self.settings, autocommit=True) as conn:
+                    next_pending = 0.0
                     while not self._stop.is_set():
-                        if not self.anonymiser.run_once(conn):
-                            self._stop.wait(IDLE_POLL_SECONDS)
+                        if self.anonymiser.run_once(conn):
+                            continue
+                        if time.monotonic() >= next_pending:
+                            notify_pending(conn, lambda slug: self.anonymiser.project(slug).config,
+                                           self.anonymiser.secrets)
+                            next_pending = time.monotonic() + PENDING_HOOKS_SECONDS
+                        self._stop.wait(IDLE_POLL_SECONDS)
             except Exception as exc:  # a bug must not kill the worker; the job returns by its lease
                 logger.error("anon worker: %s; restarting in 5 s", safe_traceback(exc))
                 self._stop.wait(5)
@@ -63,6 +74,10 @@ class AnonService:
             return self.receive_study(request.json())
         if route == ("GET", "destinations"):
             return ApiResponse(200, {"destinations": list_destinations()})
+        if route == ("GET", "plugins"):
+            with db.connect(self.settings) as conn:
+                errors = recent_hook_errors(conn)
+            return ApiResponse(200, {"plugins": list_plugins(), "hook_errors": errors})
         raise ApiError(404, f"no route {request.method} /pixl/{request.path}")
 
     def receive_study(self, body: dict) -> ApiResponse:

@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
+from orthanc_plugins.common.hook_events import recent_hook_errors
 from orthanc_plugins.common.parquet_export import ParquetExportError, run_parquet_export
 from orthanc_plugins.common.plugin_support import ApiError, ApiRequest, ApiResponse
 from orthanc_plugins.common.settings import Settings
@@ -210,6 +211,12 @@ def list_destinations(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connec
     return ApiResponse(200, {"destinations": plugins.list_destinations()})
 
 
+def list_plugins(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    """Every plugin with its hooks and destinations, and the latest lifecycle hook errors."""
+    return ApiResponse(200, {"plugins": plugins.list_plugins(),
+                             "hook_errors": recent_hook_errors(conn)})
+
+
 def _object_body(request: ApiRequest) -> dict:
     body = request.json()
     if not isinstance(body, dict):
@@ -227,4 +234,5 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "exports"): start_export,
     ("GET", "exports"): list_exports,
     ("GET", "destinations"): list_destinations,
+    ("GET", "plugins"): list_plugins,
 }
