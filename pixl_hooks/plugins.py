@@ -123,7 +123,7 @@ def call_lifecycle_hook(
         )
         try:
             alone(**kwargs)
-        except Exception as exc:  # a site's step failing must not stop PIXL's own work
+        except Exception as exc:  # noqa: BLE001 - a site's step failing must not stop PIXL's work
             calls.append(HookCall(impl.plugin_name, f"{type(exc).__name__}: {exc}"[:500]))
         else:
             calls.append(HookCall(impl.plugin_name, None))

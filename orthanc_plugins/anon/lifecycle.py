@@ -26,8 +26,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 import pluggy
+import psycopg
 
 from orthanc_plugins.common.hook_events import record_hook_calls
 from orthanc_plugins.common.job_queue import TERMINAL_STATES
@@ -66,7 +66,7 @@ def notify_study_exported(
         extract_id = _announce_study(conn, project, job.id, receipt, secrets, manager)
         if extract_id is not None:
             notify_extract_finished_if_done(conn, extract_id, lambda _: project, secrets, manager)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the export is done; nothing here may undo it
         logger.error("job %s: lifecycle hooks not run: %s", job.id, safe_traceback(exc))
 
 
@@ -122,7 +122,7 @@ def notify_pending(
         ).fetchall()
         for (extract_id,) in extracts:
             made += notify_extract_finished_if_done(conn, extract_id, project_config, secrets, manager)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the idle worker must go on; tried again next round
         logger.error("lifecycle hooks: pending announcements not made: %s", safe_traceback(exc))
     return made
 

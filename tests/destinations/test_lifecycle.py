@@ -133,7 +133,7 @@ def test_a_raising_hook_is_recorded_and_changes_no_job_nor_the_other_plugins(
     conn, project, manager, recorder, secrets, caplog
 ):
     manager.register(Broken(), name="broken")
-    extract_id, (job_id,) = _extract(conn, ["exported"])
+    _, (job_id,) = _extract(conn, ["exported"])
 
     lifecycle.notify_study_exported(conn, project, Job(job_id), None, secrets, manager)
 

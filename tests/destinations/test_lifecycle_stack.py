@@ -111,7 +111,7 @@ def _eventually(read, timeout: float = WAIT_SECONDS):
 
 
 def test_both_hooks_fire_through_the_installed_plugin(hook_run):
-    settings, _, _, received, statuses = hook_run
+    _, _, _, received, statuses = hook_run
     assert statuses[GOOD].counts == {"exported": 2, "not_found": 1}
 
     finished = _eventually(lambda: _lines(received / GOOD / "finished-extracts.jsonl"))
@@ -132,7 +132,7 @@ def test_both_hooks_fire_through_the_installed_plugin(hook_run):
 def test_a_raising_hook_is_recorded_and_shown_and_the_study_stays_exported_once(
     hook_run, capsys
 ):
-    settings, stack, client, received, statuses = hook_run
+    settings, _, client, received, statuses = hook_run
     assert statuses[BROKEN].counts == {"exported": 1}
     assert len(list((received / BROKEN).glob("*.zip"))) == 1
 
