@@ -40,6 +40,7 @@ DEFAULT_PLUGINS = (
     "pixl_hooks.destinations.ftps",
     "pixl_hooks.destinations.dicomweb",
     "pixl_hooks.destinations.xnat",
+    "pixl_hooks.destinations.sftp",
 )
 ENTRY_POINT_GROUP = "pixl_destinations"
 TRACE_ENV = "PIXL_TRACE_HOOKS"

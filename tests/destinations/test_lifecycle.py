@@ -209,3 +209,13 @@ def _waiting_for_a_lock(conn, pids: list[int]) -> bool:
     row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
                        (pids[0],)).fetchone()
     return row is not None and row[0] == "Lock"
+
+
+def test_the_listing_shows_which_plugin_implements_which_hook(manager):
+    listing = {entry["name"]: entry for entry in plugins.list_plugins(manager)}
+
+    assert listing["recorder"]["hooks"] == ["pixl_extract_finished", "pixl_study_exported"]
+    assert listing["recorder"]["destinations"] == []
+    assert listing["pixl_hooks.destinations.sftp"]["destinations"] == ["sftp"]
+    assert listing["pixl_hooks.destinations.ftps"]["destinations"] == ["ftpes", "ftps"]
+    assert "pixl_study_exported" not in listing["pixl_hooks.destinations.ftps"]["hooks"]

@@ -26,6 +26,7 @@ def test_built_in_destinations_are_listed_with_their_hooks():
         ("ftpes", "pixl_hooks.destinations.ftps", True, True),
         ("ftps", "pixl_hooks.destinations.ftps", True, True),
         ("none", "pixl_hooks.destinations.none", True, True),
+        ("sftp", "pixl_hooks.destinations.sftp", True, True),
         ("xnat", "pixl_hooks.destinations.xnat", True, False),
     ]
     hooks = {d["name"]: d["hooks"] for d in listing}
@@ -39,7 +40,7 @@ def test_an_unknown_destination_is_a_clear_problem(project, secrets, make_deiden
 
     assert plugins.check_project_destinations(typo, secrets) == [
         ("destination.dicom: no installed plugin provides destination 'ftsp' "
-         "(known: dicomweb, ftpes, ftps, none, xnat)")
+         "(known: dicomweb, ftpes, ftps, none, sftp, xnat)")
     ]
     with pytest.raises(UnknownDestination, match="'ftsp'"):
         plugins.export_dicom_study(typo, make_deidentified_study().study, secrets)
