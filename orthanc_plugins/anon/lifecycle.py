@@ -128,7 +128,7 @@ def notify_pending(
 
 
 def extract_summary(conn: psycopg.Connection, extract_id: int) -> ExtractSummary:
-    counts = dict(conn.execute(
+    counts: dict[str, int] = dict(conn.execute(
         "SELECT state, count(*) FROM study_jobs WHERE extract_id = %s GROUP BY state", (extract_id,)
     ).fetchall())
     return ExtractSummary(studies=sum(counts.values()), exported=counts.get("exported", 0),
