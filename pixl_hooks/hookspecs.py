@@ -93,9 +93,11 @@ def pixl_study_exported(project, study, receipt, secrets):
 
     `study` is a `pixl_hooks.types.ExportedStudy` (pseudonymised IDs, the extract,
     the OMOP procedure_occurrence_id when the extract has one; no DICOM files),
-    `receipt` the destination's `pixl_hooks.types.ExportReceipt`. Return nothing.
-    Called at most once per study: a crash of anon between the study being
-    recorded exported and this call loses the call, never the export.
+    `receipt` the destination's `pixl_hooks.types.ExportReceipt`, or None when
+    anon announces a study whose exporting server stopped before it could (a
+    minute later, from the database). Called once per study, whichever anon
+    server exported it; a crash during the call itself loses that call, never
+    the export. Return nothing.
     """
 
 

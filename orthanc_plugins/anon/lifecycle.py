@@ -11,8 +11,8 @@ Who calls what, and why each fires once:
 - Studies also end in raw (`not_found`, `failed`) and in anon outside an
   export (`skipped`, `failed`); anon's worker, while idle, runs
   `notify_pending`, which announces what those paths left: exported jobs not
-  yet announced (a crash between the export and the call) and finished
-  extracts.
+  announced a minute after their export (a crash between the export and the
+  call) and finished extracts.
 
 A claim is made before the hooks run: a crash during a call loses that call
 (at most once), never an export. Each plugin's answer is recorded in
@@ -23,7 +23,8 @@ changes no job.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pluggy
@@ -41,6 +42,9 @@ STUDY_EXPORTED = "pixl_study_exported"
 EXTRACT_FINISHED = "pixl_extract_finished"
 # How many announcements one idle round of `notify_pending` makes at most.
 PENDING_BATCH = 100
+# `notify_pending` leaves a just-exported study this long to the server that exported it,
+# which announces it with its receipt.
+PENDING_GRACE_SECONDS = 60
 
 # project slug -> the project's ProjectConfig
 ProjectLookup = Callable[[str], Any]
@@ -105,26 +109,44 @@ def notify_pending(
     secrets: Any,
     manager: pluggy.PluginManager | None = None,
 ) -> int:
-    """Announce exported studies nobody announced, then extracts that finished; how many
-    announcements were made. For anon's idle worker; never raises."""
+    """Announce exported studies nobody announced (exported over `PENDING_GRACE_SECONDS`
+    ago), then extracts that finished; how many announcements were made. For anon's idle
+    worker; never raises."""
     made = 0
     try:
         jobs = conn.execute(
             "SELECT id, project_slug FROM study_jobs WHERE state = 'exported'"
-            " AND exported_notified_at IS NULL ORDER BY id LIMIT %s", (PENDING_BATCH,),
+            " AND exported_notified_at IS NULL AND coalesce((state_times->>'exported')::timestamptz,"
+            " updated_at) < clock_timestamp() - make_interval(secs => %s) ORDER BY id LIMIT %s",
+            (PENDING_GRACE_SECONDS, PENDING_BATCH),
         ).fetchall()
         for job_id, slug in jobs:
-            if _announce_study(conn, project_config(slug), job_id, None, secrets, manager):
-                made += 1
-        extracts = conn.execute(
-            f"SELECT e.id FROM extracts e WHERE e.finished_at IS NULL AND NOT EXISTS ({_UNFINISHED})"
-            " ORDER BY e.id LIMIT %s", (PENDING_BATCH,),
+            with _tried_again_later("job", job_id):
+                made += _announce_study(conn, project_config(slug), job_id, None, secrets,
+                                        manager) is not None
+        extracts = conn.execute(  # after the studies: an extract waits for its studies' calls
+            "SELECT e.id FROM extracts e WHERE e.finished_at IS NULL"
+            f" AND NOT EXISTS ({_UNFINISHED}) ORDER BY e.id LIMIT %s", (PENDING_BATCH,),
         ).fetchall()
         for (extract_id,) in extracts:
-            made += notify_extract_finished_if_done(conn, extract_id, project_config, secrets, manager)
-    except Exception as exc:  # noqa: BLE001 - the idle worker must go on; tried again next round
-        logger.error("lifecycle hooks: pending announcements not made: %s", safe_traceback(exc))
+            with _tried_again_later("extract", extract_id):
+                made += notify_extract_finished_if_done(conn, extract_id, project_config,
+                                                        secrets, manager)
+    except psycopg.Error as exc:
+        logger.error("lifecycle hooks: pending announcements stopped: %s", safe_traceback(exc))
     return made
+
+
+@contextmanager
+def _tried_again_later(what: str, internal_id: int) -> Iterator[None]:
+    """One announcement failing (a broken project file, the database away) keeps no other
+    from being made; what was not claimed is found again on the next round."""
+    try:
+        yield
+    except psycopg.OperationalError:
+        raise  # the connection is gone: the round ends, logged once
+    except Exception as exc:  # noqa: BLE001 - the idle worker must go on
+        logger.error("%s %s: lifecycle hook not called: %s", what, internal_id, safe_traceback(exc))
 
 
 def extract_summary(conn: psycopg.Connection, extract_id: int) -> ExtractSummary:

@@ -156,12 +156,36 @@ def test_a_raising_hook_is_recorded_and_changes_no_job_nor_the_other_plugins(
     assert len(recorder.studies) == 1
 
 
+def test_a_broken_project_delays_only_its_own_announcements(conn, project, manager, recorder,
+                                                            secrets):
+    broken, _ = _extract(conn, ["not_found"], name="of-a-broken-project")
+    conn.execute("UPDATE extracts SET project_slug = 'broken' WHERE id = %s", (broken,))
+    healthy, _ = _extract(conn, ["failed"], name="of-a-good-project")
+
+    def project_config(slug):
+        if slug == "broken":
+            raise ValueError("projects/broken.yaml: project.name: missing")
+        return project
+
+    assert lifecycle.notify_pending(conn, project_config, secrets, manager) == 1
+    assert [name for name, _ in recorder.extracts] == ["of-a-good-project"]
+    finished = dict(conn.execute("SELECT id, finished_at IS NOT NULL FROM extracts").fetchall())
+    assert finished == {broken: False, healthy: True}  # not claimed: tried again next round
+
+
 def test_extracts_that_ended_in_raw_and_studies_left_unannounced_are_found_by_the_sweep(
     conn, project, manager, recorder, secrets
 ):
     finished, (exported, _) = _extract(conn, ["exported", "not_found"], name="ended-in-raw")
     running, _ = _extract(conn, ["retrieving"], name="still-running")
 
+    # Just exported: left to the server that exported it, which has the receipt.
+    assert lifecycle.notify_pending(conn, lambda _: project, secrets, manager) == 0
+    assert recorder.studies == [] and recorder.extracts == []
+
+    # Exported an hour ago and never announced (its server died before the call).
+    conn.execute("UPDATE study_jobs SET state_times = jsonb_build_object('exported',"
+                 " now() - interval '1 hour') WHERE id = %s", (exported,))
     assert lifecycle.notify_pending(conn, lambda _: project, secrets, manager) == 2
 
     assert [(s.job_id, r) for s, r in zip(recorder.studies, recorder.receipts)] == [(exported, None)]
