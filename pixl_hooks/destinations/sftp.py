@@ -97,6 +97,10 @@ def parse_host_keys(text: str, where: str) -> tuple[paramiko.PKey, ...]:
         words = line.split()
         if not words or words[0].startswith("#"):
             continue
+        if words[0].startswith("@"):  # @revoked or @cert-authority: a key NOT to trust as is
+            raise DestinationMisconfigured(
+                f"secret {where!r}, line {number}: {words[0]} lines are not supported; "
+                "give the server's own public key")
         start = next((i for i, word in enumerate(words) if word.startswith(("ssh-", "ecdsa-"))), None)
         if start is None or start + 1 >= len(words):
             raise DestinationMisconfigured(

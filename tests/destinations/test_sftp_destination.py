@@ -208,7 +208,9 @@ def test_each_study_arrives_as_one_zip_named_by_its_pseudonymised_uid(
 def test_key_authentication_and_a_repeated_upload_is_success_not_a_copy(
     project, secrets, ssh_server, make_deidentified_study
 ):
-    _configure(secrets, ssh_server, key=True)
+    # The host key as a known_hosts line would give it, after a comment.
+    known_hosts = f"# pixl sftp\n[127.0.0.1]:{ssh_server.port} {ssh_server.host_public_key}"
+    _configure(secrets, ssh_server, key=True, host_key=known_hosts)
     sent = make_deidentified_study(seed=3)
 
     first = plugins.export_dicom_study(project, sent.study, secrets)
@@ -347,6 +349,10 @@ def test_settings_are_checked_and_problems_name_the_secret(project, secrets, ssh
     _configure(secrets, ssh_server, host_key="ssh-ed25519 not-base64!")
     assert plugins.check_project_destinations(project, secrets) == [
         "secret 'demo--sftp--host-key', line 1: unreadable ssh-ed25519 key (Error)"]
+    _configure(secrets, ssh_server, host_key=f"@revoked 127.0.0.1 {ssh_server.host_public_key}")
+    assert plugins.check_project_destinations(project, secrets) == [
+        ("secret 'demo--sftp--host-key', line 1: @revoked lines are not supported; "
+         "give the server's own public key")]
     _configure(secrets, ssh_server)
     secrets.set(f"{ALIAS}--sftp--private-key", ssh_server.user_private_key)
     assert plugins.check_project_destinations(project, secrets) == [
