@@ -22,6 +22,16 @@ Arguments a hook receives (an implementation may accept any subset):
 Failures are raised as `pixl_hooks.types.DestinationError` subclasses:
 `DestinationUnavailable` and `DestinationIncomplete` (retryable), `DestinationRejected`,
 `DestinationMisconfigured`.
+
+Lifecycle hooks (`pixl_study_exported`, `pixl_extract_finished`) let a site run
+its own step after an export, for instance linking studies to a research
+database. Any plugin may implement them, with or without a destination. They
+are called by orthanc-anon after the fact: what they return is ignored, and
+an exception they raise is recorded (table `hook_events`, shown by
+`GET /pixl/plugins` and `pixl-tui plugins`) and changes nothing else: the
+study stays exported, exactly once, and the hook is not called again for it.
+Each implementation is called on its own, so one plugin failing never keeps
+another from being called. They run in anon's worker: keep them quick.
 """
 
 from __future__ import annotations
@@ -73,4 +83,33 @@ def pixl_export_parquet(project, destination_name, extract_name, parquet_dir, se
     layout is `<project slug>/<extract_name>/parquet/...`); running it again
     must be safe. Return a `pixl_hooks.types.ExportReceipt`, or None if
     `destination_name` is not yours.
+    """
+
+
+@hookspec
+def pixl_study_exported(project, study, receipt, secrets):
+    """Called by orthanc-anon once per study, after its destination confirmed it and the
+    study was recorded `exported`.
+
+    `study` is a `pixl_hooks.types.ExportedStudy` (pseudonymised IDs, the extract,
+    the OMOP procedure_occurrence_id when the extract has one; no DICOM files),
+    `receipt` the destination's `pixl_hooks.types.ExportReceipt`, or None when
+    anon announces a study whose exporting server stopped before it could (a
+    minute later, from the database). Called once per study, whichever anon
+    server exported it; a crash during the call itself loses that call, never
+    the export. Return nothing.
+    """
+
+
+@hookspec
+def pixl_extract_finished(project, extract_name, summary, secrets):
+    """Called by orthanc-anon exactly once per extract, the first time every study of the
+    extract has ended (exported, not_found, failed or skipped).
+
+    `summary` is a `pixl_hooks.types.ExtractSummary` (counts by end state).
+    With several anon servers exactly one calls it: the first to mark the
+    extract finished in the database (a conditional UPDATE) is the one. Anon
+    looks after every study it ends and, while idle, for extracts whose last
+    study ended in raw (not found, failed). Retrying failed studies later does
+    not call it again. Return nothing.
     """

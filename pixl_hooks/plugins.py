@@ -14,6 +14,7 @@ import inspect
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,7 +26,9 @@ from pixl_hooks.types import (
     DestinationInfo,
     DestinationMisconfigured,
     ExportableStudy,
+    ExportedStudy,
     ExportReceipt,
+    ExtractSummary,
     UnknownDestination,
 )
 
@@ -37,6 +40,7 @@ DEFAULT_PLUGINS = (
     "pixl_hooks.destinations.ftps",
     "pixl_hooks.destinations.dicomweb",
     "pixl_hooks.destinations.xnat",
+    "pixl_hooks.destinations.sftp",
 )
 ENTRY_POINT_GROUP = "pixl_destinations"
 TRACE_ENV = "PIXL_TRACE_HOOKS"
@@ -75,6 +79,56 @@ def list_destinations(manager: pluggy.PluginManager | None = None) -> list[dict[
             "description": info.description,
         })
     return listing
+
+
+def list_plugins(manager: pluggy.PluginManager | None = None) -> list[dict[str, Any]]:
+    """Every registered plugin, the hooks it implements and the destinations it provides,
+    for `GET /pixl/plugins` and `pixl-tui plugins`."""
+    manager = manager or plugin_manager()
+    provided: dict[int, list[str]] = {}
+    for name, (_, plugin) in _destination_table(manager).items():
+        provided.setdefault(id(plugin), []).append(name)
+    listing = []
+    for name, plugin in manager.list_name_plugin():
+        if plugin is None:  # blocked
+            continue
+        listing.append({
+            "name": name,
+            "module": _module_of(plugin),
+            "hooks": sorted(caller.name for caller in manager.get_hookcallers(plugin) or []),
+            "destinations": sorted(provided.get(id(plugin), [])),
+        })
+    return sorted(listing, key=lambda entry: entry["name"])
+
+
+@dataclass(frozen=True)
+class HookCall:
+    """How one plugin's implementation of a lifecycle hook went; `error` is None when it returned."""
+
+    plugin: str
+    error: str | None
+
+
+def call_lifecycle_hook(
+    hook_name: str, manager: pluggy.PluginManager | None = None, **kwargs: Any
+) -> list[HookCall]:
+    """Call every implementation of a lifecycle hook on its own, so that one raising keeps
+    no other from running; what each did, in pluggy's calling order."""
+    manager = manager or plugin_manager()
+    hook = getattr(manager.hook, hook_name)
+    everyone = [plugin for _, plugin in manager.list_name_plugin() if plugin is not None]
+    calls = []
+    for impl in reversed(hook.get_hookimpls()):  # pluggy calls the last registered first
+        alone = manager.subset_hook_caller(
+            hook_name, remove_plugins=[p for p in everyone if p is not impl.plugin]
+        )
+        try:
+            alone(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - a site's step failing must not stop PIXL's work
+            calls.append(HookCall(impl.plugin_name, f"{type(exc).__name__}: {exc}"[:500]))
+        else:
+            calls.append(HookCall(impl.plugin_name, None))
+    return calls
 
 
 def _module_of(plugin: Any) -> str:
@@ -178,8 +232,10 @@ def _destination_table(manager: pluggy.PluginManager) -> dict[str, tuple[Destina
 
 def _describe(value: Any) -> str:
     """A loggable stand-in for a hook argument: pseudonyms and names, never secret values."""
-    if isinstance(value, ExportableStudy):
+    if isinstance(value, (ExportableStudy, ExportedStudy)):
         return f"<study {value.pseudo_study_uid}>"
+    if isinstance(value, (ExportReceipt, ExtractSummary)):
+        return repr(value)
     if hasattr(value, "slug") and hasattr(value, "dicom_destination"):
         return f"<project {value.slug}>"
     if isinstance(value, (str, Path, int)):

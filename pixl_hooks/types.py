@@ -72,6 +72,29 @@ class ExportReceipt:
     files: int = 0
 
 
+@dataclass(frozen=True)
+class ExportedStudy:
+    """A study its destination confirmed, as `pixl_study_exported` sees it: pseudonymised
+    identifiers and internal IDs only."""
+
+    job_id: int
+    pseudo_patient_id: str
+    pseudo_study_uid: str
+    extract_name: str
+    procedure_occurrence_id: int | None = None  # OMOP extracts only
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    """How every study of an extract ended, as `pixl_extract_finished` sees it."""
+
+    studies: int
+    exported: int = 0
+    not_found: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
 class DestinationError(Exception):
     """An export failed. `retryable` says whether trying again later may succeed.
 

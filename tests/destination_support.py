@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,6 +37,22 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+EXAMPLE_PACKAGE = Path(__file__).parent / "destinations" / "example_destination"
+
+
+def install_example_package(folder: Path) -> Path:
+    """pip-install the example plugin package into `folder/site` (as a site would install
+    theirs); the folder to put on sys.path or PYTHONPATH."""
+    source = shutil.copytree(EXAMPLE_PACKAGE, folder / "example-src")  # builds write in-tree
+    target = folder / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+         "--no-build-isolation", "--target", str(target), str(source)],
+        check=True, capture_output=True,
+    )
+    return target
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 15) -> None:

@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("health", help="check that raw answers and its database is up")
     destinations = commands.add_parser("destinations", help="the installed destination plugins")
     destinations.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins = commands.add_parser(
+        "plugins", help="every plugin, its hooks and destinations, and recent hook errors"
+    )
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -154,6 +158,23 @@ def cmd_destinations(client: RawClient, args: argparse.Namespace, out: TextIO) -
     for destination in destinations:
         print(f"{destination.name:<12} {destination.module}  hooks: {', '.join(destination.hooks)}",
               file=out)
+    return exit_codes.OK
+
+
+def cmd_plugins(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
+    listing = client.plugins()
+    if args.json:
+        _print_json(dataclasses.asdict(listing), out)
+        return exit_codes.OK
+    for plugin in listing.plugins:
+        provides = f"  destinations: {', '.join(plugin.destinations)}" if plugin.destinations else ""
+        print(f"{plugin.name}  hooks: {', '.join(plugin.hooks) or '-'}{provides}", file=out)
+    if listing.hook_errors:
+        print(f"\nrecent hook errors ({len(listing.hook_errors)}, newest first):", file=out)
+    for error in listing.hook_errors:
+        job = f" job {error.job_id}" if error.job_id is not None else ""
+        print(f"{error.recorded_at}  {error.hook} of {error.plugin}: {error.project}/"
+              f"{error.extract}{job}: {error.error}", file=out)
     return exit_codes.OK
 
 
@@ -347,6 +368,7 @@ def _print_json(value: Any, out: TextIO) -> None:
 COMMANDS = {
     "health": cmd_health,
     "destinations": cmd_destinations,
+    "plugins": cmd_plugins,
     "load": cmd_load,
     "status": cmd_status,
     "export": cmd_export,

@@ -197,6 +197,33 @@ class Destination:
 
 
 @dataclass(frozen=True)
+class Plugin:
+    name: str
+    module: str
+    hooks: list[str]
+    destinations: list[str]
+
+
+@dataclass(frozen=True)
+class HookError:
+    """A lifecycle hook that raised (GET /pixl/plugins); `job_id` is None for an extract's."""
+
+    hook: str
+    plugin: str
+    project: str
+    extract: str
+    job_id: int | None
+    error: str
+    recorded_at: str
+
+
+@dataclass(frozen=True)
+class PluginListing:
+    plugins: list[Plugin]
+    hook_errors: list[HookError]
+
+
+@dataclass(frozen=True)
 class ExtractUpload:
     """An extract ready to send: the body and how to describe it to the server."""
 
@@ -337,6 +364,9 @@ class RawClient:
 
     def destinations(self) -> list[Destination]:
         return self._call("GET", "/pixl/destinations", _destinations)
+
+    def plugins(self) -> PluginListing:
+        return self._call("GET", "/pixl/plugins", _plugins)
 
     def _call(
         self,
@@ -501,6 +531,21 @@ def _destinations(data: dict[str, Any]) -> list[Destination]:
         Destination(item["name"], item.get("module", ""), list(item.get("hooks") or []))
         for item in data["destinations"]
     ]
+
+
+def _plugins(data: dict[str, Any]) -> PluginListing:
+    return PluginListing(
+        plugins=[
+            Plugin(item["name"], item.get("module", ""), list(item.get("hooks") or []),
+                   list(item.get("destinations") or []))
+            for item in data["plugins"]
+        ],
+        hook_errors=[
+            HookError(item["hook"], item["plugin"], item["project"], item["extract"],
+                      item.get("job_id"), item.get("error") or "", item.get("recorded_at") or "")
+            for item in data.get("hook_errors") or []
+        ],
+    )
 
 
 def _controls(data: dict[str, Any]) -> Controls:

@@ -39,6 +39,7 @@ from orthanc_plugins.anon.deid.filters import series_below_minimum
 from orthanc_plugins.anon.deid.id_map import record_id_map
 from orthanc_plugins.anon.exports import ExportTurn, finish_export, take_export_turn
 from orthanc_plugins.anon.fetching import prefetch_instances
+from orthanc_plugins.anon.lifecycle import notify_study_exported
 from orthanc_plugins.anon.staging import StagedStudy
 from orthanc_plugins.common.failures import classify
 from orthanc_plugins.common.job_queue import (
@@ -310,6 +311,7 @@ class StudyAnonymiser:
             finish_export(conn, job.id, job.project_slug, pseudo_study_uid, job.series_uids,
                           receipt.destination, receipt.location, receipt.files)
             self._exported(conn, job, staged)
+        notify_study_exported(conn, project, job, receipt, self.secrets)
         logger.info("job %s: study %s exported to %s (%s)", job.id, pseudo_study_uid,
                     receipt.destination, receipt.location)
 

@@ -6,13 +6,16 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 
 import psycopg
 
 from orthanc_plugins.anon import copies
+from orthanc_plugins.anon.lifecycle import notify_pending
 from orthanc_plugins.anon.pipeline import StudyAnonymiser
 from orthanc_plugins.common import db
+from orthanc_plugins.common.hook_events import recent_hook_errors
 from orthanc_plugins.common.liveness import ProcessHeartbeat, WorkerBeats
 from orthanc_plugins.common.orthanc_api import HttpOrthanc, OrthancApi
 from orthanc_plugins.common.plugin_support import (
@@ -24,11 +27,13 @@ from orthanc_plugins.common.plugin_support import (
 )
 from orthanc_plugins.common.secrets import open_secret_store
 from orthanc_plugins.common.settings import Settings
-from pixl_hooks.plugins import list_destinations
+from pixl_hooks.plugins import list_destinations, list_plugins
 
 logger = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 0.2
+# While idle, the worker looks this often for lifecycle hook calls left to make (lifecycle.py).
+PENDING_HOOKS_SECONDS = 2.0
 
 
 class AnonService:
@@ -80,10 +85,16 @@ class AnonService:
             self.beats.beat(name)
             try:
                 with self._connect() as conn:
+                    next_pending = 0.0
                     while not self._stop.is_set():
                         self.beats.beat(name)
-                        if not anonymiser.run_once(conn):
-                            self._stop.wait(IDLE_POLL_SECONDS)
+                        if anonymiser.run_once(conn):
+                            continue
+                        if time.monotonic() >= next_pending:
+                            notify_pending(conn, lambda slug: anonymiser.project(slug).config,
+                                           anonymiser.secrets)
+                            next_pending = time.monotonic() + PENDING_HOOKS_SECONDS
+                        self._stop.wait(IDLE_POLL_SECONDS)
             except psycopg.Error as exc:
                 logger.warning("anon worker %s: database error %s; reconnecting", owner, type(exc).__name__)
                 self._stop.wait(1)
@@ -103,6 +114,10 @@ class AnonService:
             return self.receive_study(request.json())
         if route == ("GET", "destinations"):
             return ApiResponse(200, {"destinations": list_destinations()})
+        if route == ("GET", "plugins"):
+            with db.connect(self.settings) as conn:
+                errors = recent_hook_errors(conn)
+            return ApiResponse(200, {"plugins": list_plugins(), "hook_errors": errors})
         raise ApiError(404, f"no route {request.method} /pixl/{request.path}")
 
     def receive_study(self, body: dict) -> ApiResponse:

@@ -16,6 +16,7 @@ import psycopg
 import requests
 from psycopg.rows import dict_row
 
+from orthanc_plugins.common.hook_events import recent_hook_errors
 from orthanc_plugins.common.orthanc_api import OrthancApi, get_json
 from orthanc_plugins.common.plugin_support import ApiError, ApiRequest, ApiResponse, health
 from orthanc_plugins.common.settings import Settings
@@ -261,6 +262,12 @@ def list_destinations(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connec
     return ApiResponse(200, {"destinations": plugins.list_destinations()})
 
 
+def list_plugins(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    """Every plugin with its hooks and destinations, and the latest lifecycle hook errors."""
+    return ApiResponse(200, {"plugins": plugins.list_plugins(),
+                             "hook_errors": recent_hook_errors(conn)})
+
+
 def _object_body(request: ApiRequest) -> dict:
     body = request.json()
     if not isinstance(body, dict):
@@ -279,4 +286,5 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "exports"): list_exports,
     ("GET", "destinations"): list_destinations,
     ("GET", "pipeline"): get_pipeline,
+    ("GET", "plugins"): list_plugins,
 }

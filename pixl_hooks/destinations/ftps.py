@@ -1,19 +1,16 @@
 """Destinations `ftps` (implicit TLS) and `ftpes` (explicit TLS: AUTH TLS), as in PIXL.
 
-Both protect the data connections too (PROT P). Layout on the server, as in PIXL:
-
-    <project slug>/<pseudonymised study UID>.zip           one zip per study
-    <project slug>/<extract>/parquet/omop/public/...        the parquet export
-    <project slug>/<extract>/parquet/radiology/IMAGE_LINKER.parquet
+Both protect the data connections too (PROT P). Layout on the server as in PIXL
+(`_layout`): `<project slug>/<pseudonymised study UID>.zip`, and the parquet
+export under `<project slug>/<extract>/parquet/`.
 
 Settings (secrets, see `_settings`): `<alias>--ftp--host`, `--ftp--port`,
 `--ftp--username`, `--ftp--password`, and optionally `--ftp--ca-cert` (PEM of
 the server's certificate or CA when the system does not already trust it).
 The server's certificate is always verified.
 
-Nothing appears half-written: a study goes up as `<uid>.zip.part` and is
-renamed when complete; the parquet tree goes up into `parquet.partial` and
-replaces `parquet` when complete. Repeating an export replaces the previous copy.
+Nothing appears half-written (see `_layout`); repeating an export replaces the
+previous copy.
 """
 
 from __future__ import annotations
@@ -26,9 +23,9 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from pixl_hooks.destinations import _layout
 from pixl_hooks.destinations._settings import (
     CA_CERT_FIELD,
     missing_settings,
@@ -54,7 +51,6 @@ NAMES = (NAME, EXPLICIT_NAME)
 SERVICE = "ftp"  # PIXL's secret names say "ftp", for both
 REQUIRED_FIELDS = ("host", "port", "username", "password")
 TIMEOUT_SECONDS = 60
-PARQUET_FOLDER = "parquet"
 
 
 @dataclass(frozen=True)
@@ -100,15 +96,14 @@ def pixl_export_dicom_study(project, destination_name, study, secrets):
     if destination_name not in NAMES:
         return None
     settings = read_settings(secrets, project)
-    remote_name = f"{study.pseudo_study_uid}.zip"
+    remote_name = _layout.study_zip_name(study)
     with connect(settings, project.slug, implicit=destination_name == NAME) as ftp, ftp_errors(project.slug, "upload of a study"):
         enter_folder(ftp, project.slug, create=True)
         # One name per study: an upload cut short is overwritten by the next try (the
         # job's lease keeps two tries of one study from ever running at once).
-        part_name = f"{remote_name}.part"
         with study.zip_path.open("rb") as handle:
-            ftp.storbinary(f"STOR {part_name}", handle)
-        replace_file(ftp, part_name, remote_name)
+            ftp.storbinary(f"STOR {_layout.partial_name(remote_name)}", handle)
+        replace_file(ftp, _layout.partial_name(remote_name), remote_name)
     logger.info("sent study %s of %s to FTPS", study.pseudo_study_uid, project.slug)
     return ExportReceipt(destination_name, location=f"{project.slug}/{remote_name}",
                          files=len(study.instance_names()))
@@ -119,22 +114,22 @@ def pixl_export_parquet(project, destination_name, extract_name, parquet_dir, se
     if destination_name not in NAMES:
         return None
     settings = read_settings(secrets, project)
-    files = sorted(path for path in Path(parquet_dir).rglob("*") if path.is_file())
-    partial = f"{PARQUET_FOLDER}.partial"
+    files = _layout.parquet_files(parquet_dir)
+    partial = _layout.PARTIAL_PARQUET_FOLDER
     with (connect(settings, project.slug, implicit=destination_name == NAME) as ftp,
           ftp_errors(project.slug, "parquet upload")):
-        enter_folder(ftp, f"{project.slug}/{extract_name}", create=True)
+        enter_folder(ftp, _layout.extract_folder(project.slug, extract_name), create=True)
         base = ftp.pwd()
         remove_tree(ftp, partial)  # left by an interrupted run
-        for path in files:
-            relative = path.relative_to(parquet_dir).as_posix()
+        for path, relative in files:
             ftp.cwd(base)
             enter_folder(ftp, posixpath.join(partial, posixpath.dirname(relative)), create=True)
             with path.open("rb") as handle:
                 ftp.storbinary(f"STOR {path.name}", handle)
         ftp.cwd(base)
-        replace_folder(ftp, partial, PARQUET_FOLDER)
-    location = f"{project.slug}/{extract_name}/{PARQUET_FOLDER}"
+        _layout.replace_folder(partial, _layout.PARQUET_FOLDER, exists=lambda name: _exists(ftp, name),
+                               rename=ftp.rename, remove_tree=lambda name: remove_tree(ftp, name))
+    location = _layout.parquet_location(project.slug, extract_name)
     logger.info("sent %d parquet files of %s to FTPS %s", len(files), project.slug, location)
     return ExportReceipt(destination_name, location=location, files=len(files))
 
@@ -240,18 +235,6 @@ def replace_file(ftp: ftplib.FTP, source: str, target: str) -> None:
     if _exists(ftp, target):
         ftp.delete(target)
     ftp.rename(source, target)
-
-
-def replace_folder(ftp: ftplib.FTP, source: str, target: str) -> None:
-    """Put folder `source` in the place of `target`, removing the old `target` afterwards."""
-    old = f"{target}.old"
-    remove_tree(ftp, old)
-    had_target = _exists(ftp, target)
-    if had_target:
-        ftp.rename(target, old)
-    ftp.rename(source, target)
-    if had_target:
-        remove_tree(ftp, old)
 
 
 def remove_tree(ftp: ftplib.FTP, name: str) -> None:

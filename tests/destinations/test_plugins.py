@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from destination_support import install_example_package
 
 from pixl_hooks import plugins
 from pixl_hooks.hookspecs import hookimpl
 from pixl_hooks.types import DestinationInfo, DestinationMisconfigured, UnknownDestination
-
-EXAMPLE_PACKAGE = Path(__file__).parent / "example_destination"
 
 
 @pytest.fixture
@@ -31,6 +26,7 @@ def test_built_in_destinations_are_listed_with_their_hooks():
         ("ftpes", "pixl_hooks.destinations.ftps", True, True),
         ("ftps", "pixl_hooks.destinations.ftps", True, True),
         ("none", "pixl_hooks.destinations.none", True, True),
+        ("sftp", "pixl_hooks.destinations.sftp", True, True),
         ("xnat", "pixl_hooks.destinations.xnat", True, False),
     ]
     hooks = {d["name"]: d["hooks"] for d in listing}
@@ -44,7 +40,7 @@ def test_an_unknown_destination_is_a_clear_problem(project, secrets, make_deiden
 
     assert plugins.check_project_destinations(typo, secrets) == [
         ("destination.dicom: no installed plugin provides destination 'ftsp' "
-         "(known: dicomweb, ftpes, ftps, none, xnat)")
+         "(known: dicomweb, ftpes, ftps, none, sftp, xnat)")
     ]
     with pytest.raises(UnknownDestination, match="'ftsp'"):
         plugins.export_dicom_study(typo, make_deidentified_study().study, secrets)
@@ -109,14 +105,7 @@ def test_tracing_logs_hook_calls_with_pseudonyms_only(
 def test_a_pip_installed_third_party_destination_is_found_and_exported_through(
     project, secrets, make_deidentified_study, tmp_path, monkeypatch
 ):
-    source = shutil.copytree(EXAMPLE_PACKAGE, tmp_path / "example-src")  # builds write in-tree
-    target = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-         "--no-build-isolation", "--target", str(target), str(source)],
-        check=True, capture_output=True,
-    )
-    monkeypatch.syspath_prepend(str(target))
+    monkeypatch.syspath_prepend(str(install_example_package(tmp_path)))
     manager = plugins.make_plugin_manager()
     example = dataclasses.replace(
         project, dicom_destination="example-folder", parquet_destination="none"

@@ -67,6 +67,11 @@ from orthanc_plugins.anon.deid.tag_rules import (
 )
 from orthanc_plugins.anon.deid.validity import first_unreadable, unusable_reason
 from orthanc_plugins.anon.deid.values import dataset_encoding, element_vr, first_text, text_codec
+from orthanc_plugins.anon.deid.vocabularies import (
+    KEEP_VOCABULARY,
+    VOCABULARY_VRS,
+    apply_vocabulary,
+)
 from orthanc_plugins.anon.deid.writer import dicom_file_bytes
 from orthanc_plugins.common.projects import ProjectConfig, load_project_by_slug
 
@@ -558,6 +563,10 @@ def _transform(ds: Dataset, tag: BaseTag, vr: str, rule: TagRule, walk: _Walk, p
             return
         walk.dates_shifted = True
         new_value, action = shifted, "date shifted"
+    elif op == KEEP_VOCABULARY and vr in VOCABULARY_VRS and rule.vocabulary is not None:
+        apply_vocabulary(ds, tag, rule.vocabulary, rule.source,
+                         lambda action, why: walk.note(path, tag, action, why))
+        return
     elif op == REPLACE and vr in DUMMY_VALUES:
         dummy = DUMMY_VALUES[vr]
         new_value = [dummy] if isinstance(dummy, str) else dummy

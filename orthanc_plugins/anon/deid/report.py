@@ -15,6 +15,7 @@ from pydicom.datadict import keyword_for_tag
 
 from orthanc_plugins.anon.deid.engine import CompiledProject
 from orthanc_plugins.anon.deid.tag_rules import format_tag
+from orthanc_plugins.anon.deid.vocabularies import VOCABULARY_REMOVED
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,10 @@ class RunReport:
     def status_counts(self) -> Counter[str]:
         return Counter(outcome.status for outcome in self.files)
 
+    def values_removed_by_vocabulary(self) -> int:
+        return sum(count for outcomes in self._tags.values()
+                   for (action, _), count in outcomes.items() if action == VOCABULARY_REMOVED)
+
     def as_dict(self) -> dict:
         config = self.project.config
         return {
@@ -75,6 +80,7 @@ class RunReport:
             "tag_files": [str(p) for p in config.base_tag_files],
             "manufacturer_override_files": [str(p) for p in config.manufacturer_override_files],
             "summary": dict(sorted(self.status_counts().items())),
+            "values_removed_by_vocabulary": self.values_removed_by_vocabulary(),
             "files": [asdict(outcome) for outcome in self.files],
             "tags": [
                 {"tag": tag, "outcomes": [
@@ -110,6 +116,7 @@ def _markdown(data: dict) -> str:
         "## Summary",
         "",
         *(f"- {status}: {count}" for status, count in data["summary"].items()),
+        f"- values removed by a vocabulary (`keep-vocabulary`): {data['values_removed_by_vocabulary']}",
         "",
         "## Files not kept",
         "",

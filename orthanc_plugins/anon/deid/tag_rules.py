@@ -25,6 +25,13 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR
 
+from orthanc_plugins.anon.deid.vocabularies import (
+    KEEP_VOCABULARY,
+    VOCABULARY_KEYS,
+    VOCABULARY_VRS,
+    Vocabulary,
+    vocabulary_of_entry,
+)
 from orthanc_plugins.common.projects import ProjectConfigError, read_yaml_file
 
 KEEP = "keep"
@@ -33,7 +40,7 @@ REPLACE = "replace"
 REPLACE_UID = "replace_UID"
 SECURE_HASH = "secure-hash"
 DATE_SHIFT = "date-shift"
-OPERATIONS = (KEEP, DELETE, REPLACE, REPLACE_UID, SECURE_HASH, DATE_SHIFT)
+OPERATIONS = (KEEP, DELETE, REPLACE, REPLACE_UID, SECURE_HASH, DATE_SHIFT, KEEP_VOCABULARY)
 
 # VRs that hold text a keyed hash can stand in for.
 HASHABLE_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
@@ -86,6 +93,7 @@ class TagRule:
         element = self.tag & 0xFFFF
         offset = element & 0xFF if element >= 0x1000 else 0
         return (self.tag >> 16, self.creator.strip().lower(), offset)
+    vocabulary: Vocabulary | None = None  # op keep-vocabulary only (vocabularies.py)
 
 
 @dataclass(frozen=True)
@@ -226,10 +234,10 @@ def _rules_from_entries(path: Path, entries: list[Any], prefix: str, source: str
 def _rule_from_entry(path: Path, entry: Any, key: str, source: str) -> TagRule:
     if not isinstance(entry, dict):
         raise ProjectConfigError(path, key, "must be a mapping with group, element and op")
+    allowed_keys = ("name", "group", "element", "op", "creator", *VOCABULARY_KEYS)
     for name in entry:
-        if name not in ("name", "group", "element", "op", "creator"):
-            raise ProjectConfigError(path, f"{key}.{name}",
-                                     "unknown key (allowed: name, group, element, op, creator)")
+        if name not in allowed_keys:
+            raise ProjectConfigError(path, f"{key}.{name}", f"unknown key (allowed: {', '.join(allowed_keys)})")
     for name in ("group", "element", "op"):
         if name not in entry:
             raise ProjectConfigError(path, f"{key}.{name}", "missing required key")
@@ -247,7 +255,8 @@ def _rule_from_entry(path: Path, entry: Any, key: str, source: str) -> TagRule:
                                 or not group & 1):
         raise ProjectConfigError(path, f"{key}.creator",
                                  "must be a private creator string, on a private tag only")
-    return TagRule(tag=tag, op=op, source=source, creator=creator)
+    return TagRule(tag=tag, op=op, source=source, creator=creator,
+                   vocabulary=vocabulary_of_entry(path, key, entry))
 
 
 def _tag_part(path: Path, value: Any, key: str) -> int:
@@ -264,13 +273,14 @@ def _tag_part(path: Path, value: Any, key: str) -> int:
 def _check_op_fits_vr(path: Path, key: str, tag: int, op: str) -> None:
     """Operations that only make sense for some VRs are checked where the VR is known
     (public tags); private tags are checked per instance."""
-    if op not in (SECURE_HASH, DATE_SHIFT, REPLACE_UID) or tag >> 16 & 1:
+    if op not in (SECURE_HASH, DATE_SHIFT, REPLACE_UID, KEEP_VOCABULARY) or tag >> 16 & 1:
         return
     try:
         vr = dictionary_VR(tag)
     except KeyError:
         return
-    allowed = {SECURE_HASH: HASHABLE_VRS, DATE_SHIFT: DATE_VRS, REPLACE_UID: {"UI"}}[op]
+    allowed = {SECURE_HASH: HASHABLE_VRS, DATE_SHIFT: DATE_VRS, REPLACE_UID: {"UI"},
+               KEEP_VOCABULARY: VOCABULARY_VRS}[op]
     if vr not in allowed:
         raise ProjectConfigError(
             path, key, f"{op!r} does not apply to {format_tag(tag)} (VR {vr}; needs {'/'.join(sorted(allowed))})"
