@@ -69,7 +69,7 @@ class RunReport:
         return Counter(outcome.status for outcome in self.files)
 
     def values_removed_by_vocabulary(self) -> int:
-        return sum(count for outcomes in self._tags.values()
+        return sum(count for outcomes in self._tags().values()
                    for (action, _), count in outcomes.items() if action == VOCABULARY_REMOVED)
 
     def as_dict(self) -> dict:
