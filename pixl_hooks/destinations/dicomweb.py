@@ -197,8 +197,8 @@ class _StudyStore:
                 try:
                     answer = self.post(batch)
                 except DestinationUnavailable as exc:
-                    transient = str(exc)  # this batch stays pending for the next round
-                    continue
+                    transient = str(exc)  # the server is struggling: the rest waits a round
+                    break
                 confirmed |= answer.stored & wanted
                 duplicates |= answer.duplicates & wanted
                 reasons += answer.failure_reasons

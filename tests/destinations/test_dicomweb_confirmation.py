@@ -249,8 +249,9 @@ def test_a_request_repeated_after_a_503_carries_its_whole_body(
 
     plugins.export_dicom_study(project, sent.study, configured)
 
-    # The first request (answered 503) and its repeat both carried the four instances.
-    assert stow_proxy.posts == [order[0:4], order[4:8], order[8:12], order[0:4]]
+    # The first request (answered 503) and its repeat, in the next round, both carried
+    # the four instances; the rest of the study waited for that round.
+    assert stow_proxy.posts == [order[0:4], order[0:4], order[4:8], order[8:12]]
     assert _held_upstream(stack, sent.study.pseudo_study_uid) == set(order)
 
 
