@@ -78,7 +78,7 @@ def base_settings() -> Settings:
 @pytest.fixture(scope="session")
 def postgres(base_settings: Settings):
     """A private PostgreSQL server for the session (the stack's own, when both are used)."""
-    cluster = PostgresCluster(base_settings.state_dir / "pg", base_settings.pg_port)
+    cluster = PostgresCluster.for_state_dir(base_settings.state_dir, base_settings.pg_port)
     cluster.start()
     cluster.ensure_role_and_database(
         base_settings.pg_user, base_settings.pg_password, base_settings.pg_database
