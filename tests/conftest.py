@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from pixl_inputs import REPO_ROOT, write_pixl_inputs
 
 from pixl_stack.processes import port_free

@@ -256,17 +256,15 @@ def _write_csv_cohorts(root: Path) -> None:
     (resources / "batch_input.csv").write_text("\n".join([_CSV_HEADER, *rows]) + "\n")
     duplicate = "4,mrn,123,i-am-a-project,2024-01-01T00:00:00Z,2023-01-01,1.2.3,"  # row 1 again
     (resources / "duplicate_input.csv").write_text("\n".join([_CSV_HEADER, *rows, duplicate]) + "\n")
-    (resources / "test_whitespace_and_na_processing.csv").write_text("\n".join([
-        _SERIES_HEADER,
-        "0, patient_identifier , 123456789 , ms-pinpoint-test ,2023-01-01T00:01:00Z,2022-01-01, 1.2.3.4.5.6.7.8 , ,",
-        "1, patient_identifier , 123456789 , ms-pinpoint-test ,2023-01-01T00:01:00Z,2022-01-01, 1.2.3.4.5.6.7.8 , ,",
-        "2, whitespace_idenfifiers , ,ms-pinpoint-test,2023-01-01T00:01:00Z,2022-01-01, , ,",
-        "3, NA_idenfifiers ,,ms-pinpoint-test,2023-01-01T00:01:00Z,2022-01-01,,,",
-    ]) + "\n")
+    # Padded values, a duplicate, and rows with nothing to find a study by.
+    (resources / "test_whitespace_and_na_processing.csv").write_text(f"""{_SERIES_HEADER}
+0, patient_identifier , 123456789 , ms-pinpoint-test ,2023-01-01T00:01:00Z,2022-01-01, 1.2.3.4.5.6.7.8 , ,
+1, patient_identifier , 123456789 , ms-pinpoint-test ,2023-01-01T00:01:00Z,2022-01-01, 1.2.3.4.5.6.7.8 , ,
+2, whitespace_idenfifiers , ,ms-pinpoint-test,2023-01-01T00:01:00Z,2022-01-01, , ,
+3, NA_idenfifiers ,,ms-pinpoint-test,2023-01-01T00:01:00Z,2022-01-01,,,
+""")
     series = root / "series-level-querying"
     series.mkdir()
-    (series / "all-series.csv").write_text("\n".join([
-        _SERIES_HEADER,
-        f"4,{MRN},AA12345601,test-extract-uclh-omop-cdm,2023-12-07T14:08:58Z,2020-05-23,{STUDY_UID},"
-        + "\\".join(SERIES_UIDS) + ",",
-    ]) + "\n")
+    request = (f"4,{MRN},AA12345601,test-extract-uclh-omop-cdm,2023-12-07T14:08:58Z,2020-05-23,"
+               f"{STUDY_UID},{SERIES_UIDS[0]}\\{SERIES_UIDS[1]},")
+    (series / "all-series.csv").write_text(f"{_SERIES_HEADER}\n{request}\n")
