@@ -2,7 +2,7 @@
 
 The `postgres` user must reach the cluster's folder. A checkout may sit where it
 cannot: root's home and `mktemp -d` folders are mode 0700. Such a stack keeps
-its cluster in a folder of its own under PIXL_PG_ROOT (/var/lib/pixl/postgres),
+its cluster in a folder of its own under `pg_root()` (/var/lib/pixl/postgres),
 named by a hash of the state directory's path, owned by `postgres`, mode 0700,
 and linked from `<state dir>/pg`; see `cluster_root`.
 """
@@ -22,8 +22,13 @@ from psycopg import sql
 from pixl_stack.processes import StackError, port_open, wait_until
 
 PG_BIN = Path(os.environ.get("PIXL_PG_BIN", "/usr/lib/postgresql/15/bin"))
-PG_ROOT = Path(os.environ.get("PIXL_PG_ROOT", "/var/lib/pixl/postgres"))
 OWNER_NOTE = "state-dir"  # in an outside cluster folder: the state directory it serves
+
+
+def pg_root() -> Path:
+    """Where the clusters of stacks in closed folders go: PIXL_PG_ROOT, read when used
+    (`pixl-stack` reads .env after importing this module)."""
+    return Path(os.environ.get("PIXL_PG_ROOT", "/var/lib/pixl/postgres"))
 
 
 def postgres_can_traverse(folder: Path) -> bool:
@@ -36,7 +41,7 @@ def cluster_root(state_dir: Path) -> Path:
 
     `<state dir>/pg` when `postgres` can reach it, or when a cluster is already
     there; otherwise (a root stack in a closed folder) the state directory's own
-    folder under PG_ROOT, which `start()` links from `<state dir>/pg`, so that
+    folder under `pg_root()`, which `start()` links from `<state dir>/pg`, so that
     the answer stays the same once the cluster exists.
     """
     local = state_dir / "pg"
@@ -45,7 +50,7 @@ def cluster_root(state_dir: Path) -> Path:
     existing = next(f for f in (state_dir, *state_dir.parents) if f.exists())
     if os.geteuid() != 0 or (local / "data").exists() or postgres_can_traverse(existing):
         return local
-    return PG_ROOT / hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
+    return pg_root() / hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
 
 
 class PostgresCluster:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from orthanc_plugins.common.settings import REPO_ROOT
-from pixl_stack.postgres import OWNER_NOTE, PG_ROOT
+from pixl_stack.postgres import OWNER_NOTE, pg_root
 
 pytestmark = [
     pytest.mark.stack,
@@ -50,7 +50,7 @@ def test_a_clone_in_a_closed_folder_starts_its_stack_with_its_defaults():
         # The cluster lives in a folder of its own, reachable by postgres and by no one else.
         assert link.is_symlink()
         cluster = link.resolve()
-        assert cluster.parent == PG_ROOT
+        assert cluster.parent == pg_root()
         assert cluster.stat().st_uid == pwd.getpwnam("postgres").pw_uid
         assert stat.S_IMODE(cluster.stat().st_mode) == 0o700
         assert (cluster / OWNER_NOTE).read_text().strip() == str(clone / ".state")
@@ -63,7 +63,7 @@ def test_a_clone_in_a_closed_folder_starts_its_stack_with_its_defaults():
     finally:
         down = pixl_stack("down")
         target = link.resolve() if link.is_symlink() else None
-        if target is not None and target.parent == PG_ROOT:
+        if target is not None and target.parent == pg_root():
             shutil.rmtree(target)
         shutil.rmtree(closed)
     assert down.returncode == 0, down.stderr
