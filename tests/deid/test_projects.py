@@ -43,6 +43,24 @@ def test_every_pixl_fixture_project_loads_and_compiles(pixl_fixtures: Path) -> N
     assert ultrasound.image_operations.mask_ultrasound_regions
 
 
+def test_every_test_project_loads_and_compiles(generated_inputs: Path) -> None:
+    """The suite's own counterpart of PIXL's sample projects (tests/pixl_inputs.py)."""
+    configs = generated_inputs / "project-configs"
+    projects = load_all_projects(configs, configs / "tag-operations")
+    assert set(projects) == {path.stem for path in configs.glob("*.yaml")}
+    for project in projects.values():
+        assert compile_project(project).tag_rules.base, project.slug
+    omop = projects["test-extract-uclh-omop-cdm"]
+    assert omop.secret_alias == "test"
+    assert (omop.dicom_destination, omop.parquet_destination) == ("ftps", "ftps")
+    assert [p.name for p in omop.manufacturer_override_files] == ["mr.yaml"]
+    assert omop.allowed_manufacturers[1].exclude_series_numbers == (123456789,)
+    xnat = projects["test-extract-uclh-omop-cdm-xnat"]
+    assert xnat.xnat_options is not None and xnat.xnat_options.destination == "/archive"
+    assert [p.name for p in projects["ms-pinpoint"].base_tag_files][-1] == "ms-pinpoint.yaml"
+    assert projects["despiad"].min_instances_per_series == 2
+
+
 def test_every_pixl_tag_operation_file_compiles(pixl_fixtures: Path) -> None:
     from orthanc_plugins.anon.deid.tag_rules import load_base_file, load_override_file
 
