@@ -17,6 +17,13 @@ OMOP_PROJECT = "test-extract-uclh-omop-cdm"
 REFRESH = 0.3
 
 
+@pytest.fixture(autouse=True)
+def lasting_notifications(monkeypatch):
+    """Notifications that outlive the test: they expire after 5 s, and a loaded machine
+    may take longer than that between two that a test counts."""
+    monkeypatch.setattr(PixlApp, "NOTIFICATION_TIMEOUT", 600.0)
+
+
 def load(client: RawClient, path) -> tuple[str, str]:
     summary = client.load_extract(prepare_upload(path), dry_run=False)
     return summary.project, summary.extract
