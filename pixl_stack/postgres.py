@@ -1,7 +1,15 @@
-"""A private PostgreSQL cluster run as the `postgres` user (it refuses root)."""
+"""A private PostgreSQL cluster run as the `postgres` user (it refuses root).
+
+The `postgres` user must reach the cluster's folder. A checkout may sit where it
+cannot: root's home and `mktemp -d` folders are mode 0700. Such a stack keeps
+its cluster in a folder of its own under `pg_root()` (/var/lib/pixl/postgres),
+named by a hash of the state directory's path, owned by `postgres`, mode 0700,
+and linked from `<state dir>/pg`; see `cluster_root`.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -14,19 +22,70 @@ from psycopg import sql
 from pixl_stack.processes import StackError, port_open, wait_until
 
 PG_BIN = Path(os.environ.get("PIXL_PG_BIN", "/usr/lib/postgresql/15/bin"))
+OWNER_NOTE = "state-dir"  # in an outside cluster folder: the state directory it serves
+
+
+def pg_root() -> Path:
+    """Where the clusters of stacks in closed folders go: PIXL_PG_ROOT, read when used
+    (`pixl-stack` reads .env after importing this module)."""
+    return Path(os.environ.get("PIXL_PG_ROOT", "/var/lib/pixl/postgres"))
+
+
+def postgres_can_traverse(folder: Path) -> bool:
+    """Whether any user (so `postgres`) may pass through `folder` and all its parents."""
+    return all(os.stat(f).st_mode & 0o001 for f in (folder, *folder.parents))
+
+
+def cluster_root(state_dir: Path) -> Path:
+    """Where the cluster of the stack in `state_dir` lives.
+
+    `<state dir>/pg` when `postgres` can reach it, or when a cluster is already
+    there; otherwise (a root stack in a closed folder) the state directory's own
+    folder under `pg_root()`, which `start()` links from `<state dir>/pg`, so that
+    the answer stays the same once the cluster exists.
+    """
+    local = state_dir / "pg"
+    if local.is_symlink():
+        return local.resolve()
+    existing = next(f for f in (state_dir, *state_dir.parents) if f.exists())
+    if os.geteuid() != 0 or (local / "data").exists() or postgres_can_traverse(existing):
+        return local
+    return pg_root() / hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
 
 
 class PostgresCluster:
-    def __init__(self, root: Path, port: int):
-        self.root = root
-        self.data_dir = root / "data"
-        self.socket_dir = root
-        self.log_file = root / "server.log"
+    """A cluster in the folder `root`, or, made by `for_state_dir`, the one of a stack's
+    state directory (found again by `cluster_root` on every use)."""
+
+    def __init__(self, root: Path, port: int, state_dir: Path | None = None):
+        self._root = root
+        self.state_dir = state_dir
         self.port = port
+
+    @classmethod
+    def for_state_dir(cls, state_dir: Path, port: int) -> PostgresCluster:
+        return cls(state_dir / "pg", port, state_dir)
+
+    @property
+    def root(self) -> Path:
+        return cluster_root(self.state_dir) if self.state_dir is not None else self._root
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "server.log"
 
     def _as_postgres(self, argv: list[str]) -> subprocess.CompletedProcess:
         command = argv if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--", *argv]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        # From its own folder: postgres may not be allowed into the caller's working directory.
+        result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=self.root)
         if result.returncode != 0:
             raise StackError(
                 f"{Path(argv[0]).name} failed (exit {result.returncode}): "
@@ -35,16 +94,23 @@ class PostgresCluster:
         return result
 
     def _prepare_root(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        root = self.root
+        link = self.state_dir / "pg" if self.state_dir is not None else root
+        if link != root and not link.is_symlink():
+            root.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            root.mkdir(mode=0o700, exist_ok=True)
+            (root / OWNER_NOTE).write_text(f"{self.state_dir}\n")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(root, target_is_directory=True)
+        root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")
-            shutil.chown(self.root, owner.pw_uid, owner.pw_gid)
-            for parent in self.root.parents:
-                if not os.stat(parent).st_mode & 0o001:
-                    raise StackError(
-                        f"PostgreSQL runs as 'postgres', which cannot traverse {parent}; "
-                        "choose a PIXL_STATE_DIR whose parents are world-executable"
-                    )
+            shutil.chown(root, owner.pw_uid, owner.pw_gid)
+            if not postgres_can_traverse(root.parent):
+                raise StackError(
+                    f"PostgreSQL runs as 'postgres', which cannot reach {root}: make its "
+                    "parents world-executable, or move its 'data' folder to a new PIXL_STATE_DIR"
+                )
 
     def initialised(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()

@@ -41,6 +41,7 @@ def raw_modalities(settings: Settings) -> dict[str, Any]:
 def template_values(settings: Settings, node: OrthancNode, storage_dir: Path) -> dict[str, Any]:
     return {
         "storage_dir": str(storage_dir),
+        "webviewer_cache": str(storage_dir / "webviewer-cache"),
         "http_port": node.http_port,
         "dicom_port": node.dicom_port,
         "aet": node.aet,
@@ -50,13 +51,19 @@ def template_values(settings: Settings, node: OrthancNode, storage_dir: Path) ->
         # only node raw accepts C-STORE from.
         "raw_modalities": raw_modalities(settings),
         "vna_modalities": {"raw": modality(settings.raw, find=True, move=True, store=False)},
+        # GDCM decodes what Orthanc cannot by itself (JPEG 2000, JPEG-LS) for the web
+        # UI's previews; anon's Web Viewer lets whoever signs a project off look at the
+        # de-identified images for burned-in text.
         "raw_plugins": [
             str(PLUGIN_DIR / "libOrthancPython.so"),
             str(PLUGIN_DIR / "libOrthancPostgreSQLIndex.so"),
+            str(PLUGIN_DIR / "libOrthancGdcm.so"),
         ],
         "anon_plugins": [
             str(PLUGIN_DIR / "libOrthancPython.so"),
             str(PLUGIN_DIR / "libOrthancDicomWeb.so"),
+            str(PLUGIN_DIR / "libOrthancGdcm.so"),
+            str(PLUGIN_DIR / "libOrthancWebViewer.so"),
         ],
         "python_script": plugin_script(f"orthanc_plugins.{node.name}.plugin")
         if node.name in ("raw", "anon") else "",

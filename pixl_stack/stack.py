@@ -108,7 +108,7 @@ class Stack:
         self.state_dir = settings.state_dir
         self.run_dir = self.state_dir / "run"
         self.log_dir = self.state_dir / "logs"
-        self.postgres = PostgresCluster(self.state_dir / "pg", settings.pg_port)
+        self.postgres = PostgresCluster.for_state_dir(self.state_dir, settings.pg_port)
         self.servers = [
             OrthancServer(settings.vna, "vna", False, settings, "vna"),
             OrthancServer(settings.raw, "raw", True, settings, "raw"),

@@ -1,8 +1,14 @@
 """Shared fixtures: real PostgreSQL and the real native stack, on ports of the tests' own.
 
 The whole session shares one state directory and port range (PIXL_PORT_BASE,
-61000 unless set), so a developer's stack on the default ports is never
+picked free unless set), so a developer's stack on the default ports is never
 touched. Everything started here is stopped by PID at the end of the session.
+
+Inputs: the session writes its own, in PIXL's formats (`pixl_inputs.py`), and its
+stack reads their projects: the repository's `projects/` and `tag_rules/` plus the
+test projects. PIXL's original sample files are an extra compatibility check, read
+from PIXL_COMPAT_FIXTURES (default `../shared/fixtures/pixl` beside the repository);
+tests that need them are skipped, with the reason, where that folder is absent.
 """
 
 from __future__ import annotations
@@ -15,15 +21,18 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from pixl_inputs import REPO_ROOT, write_pixl_inputs
 
 from pixl_stack.processes import port_free
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "pixl"
+# A relative PIXL_COMPAT_FIXTURES is relative to the repository, as its default.
+COMPAT_FIXTURES = REPO_ROOT / os.environ.get("PIXL_COMPAT_FIXTURES", "../shared/fixtures/pixl")
 
 # Set before any PIXL module reads the environment.
 _STATE_DIR = Path(tempfile.mkdtemp(prefix="pixl-test-"))
-_STATE_DIR.chmod(0o755)  # PostgreSQL runs as 'postgres' and must traverse it
+_STATE_DIR.chmod(0o755)  # PostgreSQL runs as 'postgres': its cluster stays in here
 os.environ["PIXL_STATE_DIR"] = str(_STATE_DIR)
+_INPUTS = write_pixl_inputs(_STATE_DIR / "inputs")
 
 
 def _free_port_base() -> int:
@@ -46,8 +55,8 @@ def _free_port_base() -> int:
 
 if "PIXL_PORT_BASE" not in os.environ:  # (setdefault would search even when set)
     os.environ["PIXL_PORT_BASE"] = str(_free_port_base())
-os.environ["PIXL_PROJECTS_DIR"] = str(FIXTURES / "project-configs")
-os.environ["PIXL_TAG_RULES_DIR"] = str(FIXTURES / "project-configs" / "tag-operations")
+os.environ["PIXL_PROJECTS_DIR"] = str(_INPUTS / "project-configs")
+os.environ["PIXL_TAG_RULES_DIR"] = str(_INPUTS / "project-configs" / "tag-operations")
 # raw's queue timings, short so that tests of crashes and outages take seconds (raw tests).
 os.environ.setdefault("PIXL_JOB_LEASE_SECONDS", "4")
 os.environ.setdefault("PIXL_RETRY_BASE_SECONDS", "0.5")
@@ -66,9 +75,26 @@ _database_numbers = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def pixl_fixtures() -> Path:
-    """The real inputs of the existing PIXL system (../shared/fixtures/pixl)."""
-    assert FIXTURES.is_dir(), f"missing PIXL fixtures at {FIXTURES}"
-    return FIXTURES
+    """PIXL's original sample files (PIXL_COMPAT_FIXTURES); the test is skipped without them."""
+    if not (COMPAT_FIXTURES / "project-configs").is_dir():
+        pytest.skip(f"PIXL's original files are not at {COMPAT_FIXTURES.resolve()} "
+                    "(set PIXL_COMPAT_FIXTURES to check compatibility with them)")
+    return COMPAT_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def generated_inputs() -> Path:
+    """The session's own inputs, in the layout of PIXL's sample folder (`pixl_inputs.py`);
+    its project-configs are the session stack's projects. Read only: copy to change."""
+    return _INPUTS
+
+
+@pytest.fixture(params=["generated", "pixl-originals"])
+def pixl_format_inputs(request, generated_inputs: Path) -> Path:
+    """The same test on both: the generated inputs, then PIXL's originals (where present)."""
+    if request.param == "generated":
+        return generated_inputs
+    return request.getfixturevalue("pixl_fixtures")
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +105,7 @@ def base_settings() -> Settings:
 @pytest.fixture(scope="session")
 def postgres(base_settings: Settings):
     """A private PostgreSQL server for the session (the stack's own, when both are used)."""
-    cluster = PostgresCluster(base_settings.state_dir / "pg", base_settings.pg_port)
+    cluster = PostgresCluster.for_state_dir(base_settings.state_dir, base_settings.pg_port)
     cluster.start()
     cluster.ensure_role_and_database(
         base_settings.pg_user, base_settings.pg_password, base_settings.pg_database
@@ -153,8 +179,8 @@ def stack(postgres: PostgresCluster, base_settings: Settings):
     except BaseException:
         native.down()  # nothing half-started outlives the session
         raise
-    # PIXL's fixture projects name their secrets "test" (azure_kv_alias): send them
-    # to the stack's own FTPS and DICOMweb servers.
+    # The test projects name their secrets "test" (azure_kv_alias): send them to the
+    # stack's own FTPS and DICOMweb servers.
     secrets = open_secret_store(base_settings)
     for service, values in native.development_destination_settings().items():
         for name, value in values.items():

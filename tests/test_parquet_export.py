@@ -1,4 +1,5 @@
-"""The parquet export, checked row by row against PIXL's fixture OMOP extract."""
+"""The parquet export, checked row by row against a flat OMOP extract: the generated one and
+PIXL's original (where present)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def conn(pixl_settings):
 
 
 @pytest.fixture
-def omop(pixl_fixtures) -> Path:
-    return pixl_fixtures / "omop"
+def omop(pixl_format_inputs) -> Path:
+    return pixl_format_inputs / "omop"
 
 
 @pytest.fixture
@@ -109,11 +110,11 @@ def loaded_extract(conn, omop, kept_public_dir):
 
 
 @pytest.fixture
-def none_settings(pixl_settings, pixl_fixtures, tmp_path):
-    """Settings whose copy of the fixture project has parquet destination `none`."""
+def none_settings(pixl_settings, tmp_path):
+    """Settings whose copy of the test project has parquet destination `none`."""
     folder = tmp_path / "projects"
     folder.mkdir()
-    text = (pixl_fixtures / "project-configs" / f"{SLUG}.yaml").read_text()
+    text = (pixl_settings.projects_dir / f"{SLUG}.yaml").read_text()
     (folder / f"{SLUG}.yaml").write_text(text.replace('parquet: "ftps"', 'parquet: "none"'))
     return dataclasses.replace(pixl_settings, projects_dir=folder)
 

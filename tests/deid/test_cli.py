@@ -53,8 +53,9 @@ def test_demo_project_run_writes_outputs_and_a_report(tmp_path, capsys) -> None:
     assert "| (0008,0020) StudyDate | date shifted | date-shift (base.yaml) | 4 |" in markdown
 
 
-def test_pixl_configs_work_and_min_instances_applies(tmp_path, pixl_fixtures, monkeypatch, capsys) -> None:
-    configs = pixl_fixtures / "project-configs"
+def test_pixl_configs_work_and_min_instances_applies(tmp_path, pixl_format_inputs, monkeypatch,
+                                                     capsys) -> None:
+    configs = pixl_format_inputs / "project-configs"
     folder = tmp_path / "in"
     datasets = generate_study(StudySpec(manufacturer="GE MEDICAL SYSTEMS", series=2,
                                         instances_per_series=2), make_patient(2))

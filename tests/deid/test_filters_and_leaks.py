@@ -28,20 +28,20 @@ def _one(modality: str = "CT", **spec):
                           PATIENT)[0]
 
 
-def _fixture_project(pixl_fixtures: Path, slug: str):
-    configs = pixl_fixtures / "project-configs"
+def _fixture_project(inputs: Path, slug: str):
+    configs = inputs / "project-configs"
     return load_compiled_project(slug, configs, configs / "tag-operations")
 
 
-def test_modality_not_in_the_project_is_dropped(pixl_fixtures) -> None:
-    project = _fixture_project(pixl_fixtures, "ms-pinpoint")  # MR only
+def test_modality_not_in_the_project_is_dropped(pixl_format_inputs) -> None:
+    project = _fixture_project(pixl_format_inputs, "ms-pinpoint")  # MR only
     result = deidentify_instance(_one("CT"), project, KEY)
     assert (result.status, result.dataset) == (DROPPED, None)
     assert "modality CT" in result.reason
 
 
-def test_manufacturer_allow_list_and_excluded_series_numbers(pixl_fixtures) -> None:
-    project = _fixture_project(pixl_fixtures, "test-extract-uclh-omop-cdm")  # ^company excludes 123456789
+def test_manufacturer_allow_list_and_excluded_series_numbers(pixl_format_inputs) -> None:
+    project = _fixture_project(pixl_format_inputs, "test-extract-uclh-omop-cdm")  # ^company excludes 123456789
     assert deidentify_instance(_one("DX", manufacturer="Acme"), project, KEY).status == DROPPED
     allowed = _one("DX", manufacturer="Carestream Health")
     allowed.StudyDescription = "DX CHEST"  # PIXL's rules keep it; the generated one names the patient

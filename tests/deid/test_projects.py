@@ -1,4 +1,5 @@
-"""Project configuration: PIXL's files load, ours load, broken ones fail precisely."""
+"""Project configuration: PIXL's files load (where present), ours load, broken ones fail
+precisely."""
 
 from __future__ import annotations
 
@@ -42,6 +43,24 @@ def test_every_pixl_fixture_project_loads_and_compiles(pixl_fixtures: Path) -> N
     assert ultrasound.image_operations.mask_ultrasound_regions
 
 
+def test_every_test_project_loads_and_compiles(generated_inputs: Path) -> None:
+    """The suite's own counterpart of PIXL's sample projects (tests/pixl_inputs.py)."""
+    configs = generated_inputs / "project-configs"
+    projects = load_all_projects(configs, configs / "tag-operations")
+    assert set(projects) == {path.stem for path in configs.glob("*.yaml")}
+    for project in projects.values():
+        assert compile_project(project).tag_rules.base, project.slug
+    omop = projects["test-extract-uclh-omop-cdm"]
+    assert omop.secret_alias == "test"
+    assert (omop.dicom_destination, omop.parquet_destination) == ("ftps", "ftps")
+    assert [p.name for p in omop.manufacturer_override_files] == ["mr.yaml"]
+    assert omop.allowed_manufacturers[1].exclude_series_numbers == (123456789,)
+    xnat = projects["test-extract-uclh-omop-cdm-xnat"]
+    assert xnat.xnat_options is not None and xnat.xnat_options.destination == "/archive"
+    assert [p.name for p in projects["ms-pinpoint"].base_tag_files][-1] == "ms-pinpoint.yaml"
+    assert projects["despiad"].min_instances_per_series == 2
+
+
 def test_every_pixl_tag_operation_file_compiles(pixl_fixtures: Path) -> None:
     from orthanc_plugins.anon.deid.tag_rules import load_base_file, load_override_file
 
@@ -67,10 +86,11 @@ def test_our_demo_project_and_defaults_load() -> None:
 
 
 @pytest.fixture
-def pixl_copy(tmp_path: Path, pixl_fixtures: Path) -> Path:
-    """A writable copy of PIXL's project configs, to break one thing at a time."""
+def pixl_copy(tmp_path: Path, generated_inputs: Path) -> Path:
+    """A writable copy of the test projects' configs (in PIXL's layout), to break one thing
+    at a time."""
     target = tmp_path / "configs"
-    shutil.copytree(pixl_fixtures / "project-configs", target)
+    shutil.copytree(generated_inputs / "project-configs", target)
     for path in target.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return target
@@ -97,7 +117,7 @@ def _edit(path: Path, old: str, new: str) -> None:
         ('modalities: ["MR"]', 'modalities: "MR"', "project.modalities", "must be a list"),
         ('- "ms-pinpoint.yaml"', '- "no-such-rules.yaml"', "tag_operation_files.base[2]",
          "'no-such-rules.yaml' not found"),
-        ('manufacturer_overrides: ["mri.yaml"]', 'manufacturer_overrides: ["nope.yaml"]',
+        ('manufacturer_overrides: ["mr.yaml"]', 'manufacturer_overrides: ["nope.yaml"]',
          "tag_operation_files.manufacturer_overrides[0]", "'nope.yaml' not found"),
         ('dicom: "dicomweb"', "dicom: 7", "destination.dicom", "non-empty string"),
         ('- regex: ".*"', '- regex: "(unclosed"', "allowed_manufacturers[0].regex", "regular expression"),
@@ -118,10 +138,10 @@ def test_a_broken_project_file_fails_naming_file_and_key(pixl_copy, old, new, ke
 @pytest.mark.parametrize(
     ("old", "new", "key", "problem"),
     [
-        ('op: "keep"', 'op: "blur"', "[0].op", "unknown operation 'blur'"),
+        ("op: keep}", "op: blur}", "[0].op", "unknown operation 'blur'"),
         ("element: 0x0005", "element: 0x10005", "[0].element", "0x0000 to 0xFFFF"),
-        ('op: "keep"', 'op: "keep"\n  colour: red', "[0].colour", "unknown key"),
-        ('op: "keep"', 'op: "date-shift"', "[0].op", "does not apply to (0008,0005)"),
+        ("op: keep}", "op: keep, colour: red}", "[0].colour", "unknown key"),
+        ("op: keep}", "op: date-shift}", "[0].op", "does not apply to (0008,0005)"),
     ],
 )
 def test_a_broken_tag_operation_file_fails_naming_file_and_entry(pixl_copy, old, new, key, problem) -> None:
@@ -134,7 +154,7 @@ def test_a_broken_tag_operation_file_fails_naming_file_and_entry(pixl_copy, old,
 
 
 def test_a_broken_manufacturer_override_fails_naming_the_block(pixl_copy) -> None:
-    path = pixl_copy / "tag-operations" / "manufacturer-overrides" / "mri.yaml"
+    path = pixl_copy / "tag-operations" / "manufacturer-overrides" / "mr.yaml"
     _edit(path, "- manufacturer: ^philips", "- maker: ^philips")
     with pytest.raises(ProjectConfigError) as error:
         _load(pixl_copy)
@@ -145,7 +165,7 @@ def test_a_recipe_with_an_unsupported_directive_fails(pixl_copy) -> None:
     path = pixl_copy / "image-operations" / "us-deid.recipe"
     _edit(path, "coordinates all", "blur all")
     with pytest.raises(ProjectConfigError) as error:
-        _load(pixl_copy, "ultrasound-learning-for-timely-rapid-assessment-of-cts")
+        _load(pixl_copy, "demo")  # the project with an ultrasound recipe
     assert error.value.path == path and error.value.key.startswith("line ")
 
 

@@ -40,11 +40,11 @@ def secrets(tmp_path: Path) -> FileSecrets:
 
 
 @pytest.fixture
-def load_fixture_project(pixl_fixtures: Path):
-    """A project configuration of PIXL's fixtures, by file name (without .yaml)."""
+def load_fixture_project(generated_inputs: Path):
+    """A test project's configuration (tests/pixl_inputs.py), by file name (without .yaml)."""
 
     def load(name: str) -> ProjectConfig:
-        configs = pixl_fixtures / "project-configs"
+        configs = generated_inputs / "project-configs"
         return load_project(configs / f"{name}.yaml", configs, configs / "tag-operations")
 
     return load

@@ -21,13 +21,14 @@ def conn(pixl_settings: Settings):
 
 
 @pytest.fixture
-def settings_with_project(pixl_settings: Settings, pixl_fixtures: Path, tmp_path: Path):
-    """Settings whose projects folder also configures the project of PIXL's sample CSVs."""
+def settings_with_project(pixl_settings: Settings, tmp_path: Path):
+    """Settings whose projects folder configures the project named in a sample CSV, as a copy
+    of the test project test-extract-uclh-omop-cdm."""
 
     def make(project_name: str) -> Settings:
         folder = tmp_path / "projects"
         folder.mkdir(exist_ok=True)
-        template = (pixl_fixtures / "project-configs" / "test-extract-uclh-omop-cdm.yaml").read_text()
+        template = (pixl_settings.projects_dir / "test-extract-uclh-omop-cdm.yaml").read_text()
         (folder / f"{project_name}.yaml").write_text(
             template.replace('name: "test-extract-uclh-omop-cdm"', f'name: "{project_name}"')
         )

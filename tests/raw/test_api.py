@@ -23,8 +23,8 @@ def call(ctx, method, path, body=b"", query=None, content_type="application/json
     return api.handle(ctx, request)
 
 
-def test_csv_upload_dry_run_then_load_then_list(ctx, conn, pixl_fixtures):
-    body = (pixl_fixtures / "series-level-querying" / "all-series.csv").read_bytes()
+def test_csv_upload_dry_run_then_load_then_list(ctx, conn, pixl_format_inputs):
+    body = (pixl_format_inputs / "series-level-querying" / "all-series.csv").read_bytes()
     dry = call(ctx, "POST", "extracts", body, {"dry_run": "1", "filename": "all-series.csv"}, "text/csv")
     assert dry.payload == {
         "project": "test-extract-uclh-omop-cdm", "extract": "2023-12-07t14-08-58", "studies": 1,
@@ -44,16 +44,16 @@ def test_csv_upload_dry_run_then_load_then_list(ctx, conn, pixl_fixtures):
     assert "987654321" not in json.dumps(listed)
 
 
-def test_bad_upload_is_a_400_naming_the_file(ctx, pixl_fixtures):
-    body = (pixl_fixtures / "omop-resources" / "batch_input.csv").read_bytes()
+def test_bad_upload_is_a_400_naming_the_file(ctx, pixl_format_inputs):
+    body = (pixl_format_inputs / "omop-resources" / "batch_input.csv").read_bytes()
     with pytest.raises(ApiError) as error:
         call(ctx, "POST", "extracts", body, {"filename": "batch_input.csv"}, "text/csv")
     assert error.value.status == 400
     assert "unknown project 'i-am-a-project'" in error.value.message
 
 
-def test_failures_are_listed_and_retried(ctx, conn, pixl_fixtures):
-    body = (pixl_fixtures / "series-level-querying" / "all-series.csv").read_bytes()
+def test_failures_are_listed_and_retried(ctx, conn, pixl_format_inputs):
+    body = (pixl_format_inputs / "series-level-querying" / "all-series.csv").read_bytes()
     call(ctx, "POST", "extracts", body, {}, "text/csv")
     conn.execute("UPDATE study_jobs SET state = 'not_found', attempts = 1, last_error = 'no archive holds the study'")
 

@@ -25,8 +25,8 @@ def _jobs(conn):
     ).fetchall()
 
 
-def test_flat_omop_extract_queues_its_imaging_studies(conn, pixl_settings, pixl_fixtures):
-    extract = read_omop_extract(pixl_fixtures / "omop")
+def test_flat_omop_extract_queues_its_imaging_studies(conn, pixl_settings, pixl_format_inputs):
+    extract = read_omop_extract(pixl_format_inputs / "omop")
     summary = queue_extract(conn, pixl_settings, extract)
 
     assert (summary.project, summary.extract) == ("test-extract-uclh-omop-cdm", "2023-12-07t14-08-58")
@@ -42,8 +42,8 @@ def test_flat_omop_extract_queues_its_imaging_studies(conn, pixl_settings, pixl_
     assert not any(p.name.endswith("LINKS.parquet") for p in pixl_settings.state_dir.rglob("*"))
 
 
-def test_batched_omop_extract_reads_every_part(conn, pixl_settings, pixl_fixtures):
-    extract = read_omop_extract(pixl_fixtures / "omop-resources" / "omop-batched")
+def test_batched_omop_extract_reads_every_part(conn, pixl_settings, pixl_format_inputs):
+    extract = read_omop_extract(pixl_format_inputs / "omop-resources" / "omop-batched")
     summary = queue_extract(conn, pixl_settings, extract)
 
     assert (summary.studies, summary.queued) == (6, 6)
@@ -53,22 +53,22 @@ def test_batched_omop_extract_reads_every_part(conn, pixl_settings, pixl_fixture
     assert len(list((kept / "omop" / "procedure_occurrence").glob("*.parquet"))) == 2
 
 
-def test_loading_the_same_extract_again_adds_nothing(conn, pixl_settings, pixl_fixtures):
-    extract = read_omop_extract(pixl_fixtures / "omop-resources" / "omop-batched")
+def test_loading_the_same_extract_again_adds_nothing(conn, pixl_settings, pixl_format_inputs):
+    extract = read_omop_extract(pixl_format_inputs / "omop-resources" / "omop-batched")
     queue_extract(conn, pixl_settings, extract)
-    again = queue_extract(conn, pixl_settings, read_omop_extract(pixl_fixtures / "omop-resources" / "omop-batched"))
+    again = queue_extract(conn, pixl_settings, read_omop_extract(pixl_format_inputs / "omop-resources" / "omop-batched"))
 
     assert (again.studies, again.queued) == (6, 0)
     assert conn.execute("SELECT count(*) FROM study_jobs").fetchone()[0] == 6
     assert conn.execute("SELECT count(*) FROM extracts").fetchone()[0] == 1
 
 
-def test_studies_already_exported_for_the_project_are_not_queued_again(conn, pixl_settings, pixl_fixtures):
-    first = read_csv_cohort((pixl_fixtures / "series-level-querying" / "all-series.csv").read_bytes(), "a.csv")
+def test_studies_already_exported_for_the_project_are_not_queued_again(conn, pixl_settings, pixl_format_inputs):
+    first = read_csv_cohort((pixl_format_inputs / "series-level-querying" / "all-series.csv").read_bytes(), "a.csv")
     queue_extract(conn, pixl_settings, first)
     conn.execute("UPDATE study_jobs SET state = 'exported', pseudo_study_uid = '9.9.9'")
     later = read_csv_cohort(
-        (pixl_fixtures / "series-level-querying" / "all-series.csv").read_bytes()
+        (pixl_format_inputs / "series-level-querying" / "all-series.csv").read_bytes()
         .replace(b"2023-12-07T14:08:58Z", b"2024-02-01T10:00:00Z"),
         "b.csv",
     )
@@ -82,9 +82,9 @@ def test_studies_already_exported_for_the_project_are_not_queued_again(conn, pix
     assert rows == [("2023-12-07t14-08-58", "exported", "9.9.9"), ("2024-02-01t10-00-00", "exported", "9.9.9")]
 
 
-def test_csv_rows_are_normalised(conn, settings_with_project, pixl_fixtures):
+def test_csv_rows_are_normalised(conn, settings_with_project, pixl_format_inputs):
     settings = settings_with_project("ms-pinpoint-test")
-    path = pixl_fixtures / "omop-resources" / "test_whitespace_and_na_processing.csv"
+    path = pixl_format_inputs / "omop-resources" / "test_whitespace_and_na_processing.csv"
     summary = queue_extract(conn, settings, read_csv_cohort(path.read_bytes(), path.name))
 
     assert (summary.project, summary.studies) == ("ms-pinpoint-test", 3)
@@ -96,17 +96,17 @@ def test_csv_rows_are_normalised(conn, settings_with_project, pixl_fixtures):
     ]
 
 
-def test_duplicate_csv_rows_are_dropped(conn, settings_with_project, pixl_fixtures):
+def test_duplicate_csv_rows_are_dropped(conn, settings_with_project, pixl_format_inputs):
     settings = settings_with_project("i-am-a-project")
-    path = pixl_fixtures / "omop-resources" / "duplicate_input.csv"
+    path = pixl_format_inputs / "omop-resources" / "duplicate_input.csv"
     summary = queue_extract(conn, settings, read_csv_cohort(path.read_bytes(), path.name))
 
     assert summary.studies == 3
     assert [j[6] for j in _jobs(conn)] == [1, 2, 3]
 
 
-def test_series_level_rows_keep_every_series(conn, pixl_settings, pixl_fixtures):
-    path = pixl_fixtures / "series-level-querying" / "all-series.csv"
+def test_series_level_rows_keep_every_series(conn, pixl_settings, pixl_format_inputs):
+    path = pixl_format_inputs / "series-level-querying" / "all-series.csv"
     queue_extract(conn, pixl_settings, read_csv_cohort(path.read_bytes(), path.name))
 
     (job,) = _jobs(conn)
@@ -116,15 +116,15 @@ def test_series_level_rows_keep_every_series(conn, pixl_settings, pixl_fixtures)
     ]
 
 
-def test_unknown_project_is_one_clear_error_and_loads_nothing(conn, pixl_settings, pixl_fixtures):
-    path = pixl_fixtures / "omop-resources" / "batch_input.csv"
+def test_unknown_project_is_one_clear_error_and_loads_nothing(conn, pixl_settings, pixl_format_inputs):
+    path = pixl_format_inputs / "omop-resources" / "batch_input.csv"
     with pytest.raises(ExtractError, match="unknown project 'i-am-a-project'"):
         queue_extract(conn, pixl_settings, read_csv_cohort(path.read_bytes(), path.name))
     assert conn.execute("SELECT count(*) FROM extracts").fetchone()[0] == 0
 
 
-def test_malformed_csv_names_file_line_and_column_but_not_the_value(pixl_fixtures):
-    text = (pixl_fixtures / "omop-resources" / "batch_input.csv").read_text()
+def test_malformed_csv_names_file_line_and_column_but_not_the_value(pixl_format_inputs):
+    text = (pixl_format_inputs / "omop-resources" / "batch_input.csv").read_text()
     broken = text.replace("2023-01-01,2.3.4", "01/01/2023,2.3.4")
     with pytest.raises(ExtractError) as error:
         read_csv_cohort(broken.encode(), "cohort.csv")
@@ -134,13 +134,13 @@ def test_malformed_csv_names_file_line_and_column_but_not_the_value(pixl_fixture
         read_csv_cohort(text.replace("mrn,", "patient,", 1).encode(), "cohort.csv")
 
 
-def test_omop_with_a_study_of_an_unknown_person_is_an_error(pixl_fixtures, tmp_path):
+def test_omop_with_a_study_of_an_unknown_person_is_an_error(pixl_format_inputs, tmp_path):
     import shutil
 
     import pyarrow.parquet as pq
 
     copy = tmp_path / "omop"
-    shutil.copytree(pixl_fixtures / "omop", copy)
+    shutil.copytree(pixl_format_inputs / "omop", copy)
     people = pq.read_table(copy / "private" / "PERSON_LINKS.parquet")
     pq.write_table(people.slice(0, 1), copy / "private" / "PERSON_LINKS.parquet")  # drop person 2
     with pytest.raises(ExtractError) as error:
@@ -152,8 +152,8 @@ def test_omop_with_a_study_of_an_unknown_person_is_an_error(pixl_fixtures, tmp_p
     assert "987654321" not in str(error.value)
 
 
-def test_dry_run_counts_exactly_and_changes_nothing(conn, pixl_settings, pixl_fixtures):
-    extract = read_omop_extract(pixl_fixtures / "omop-resources" / "omop-batched")
+def test_dry_run_counts_exactly_and_changes_nothing(conn, pixl_settings, pixl_format_inputs):
+    extract = read_omop_extract(pixl_format_inputs / "omop-resources" / "omop-batched")
     summary = queue_extract(conn, pixl_settings, extract, dry_run=True)
 
     assert (summary.studies, summary.queued, summary.dry_run) == (6, 6, True)
@@ -169,8 +169,8 @@ def _zip_folder(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
-def test_uploaded_zip_of_an_omop_folder_is_read(pixl_fixtures, tmp_path):
-    body = _zip_folder(pixl_fixtures / "omop-resources" / "omop-batched")
+def test_uploaded_zip_of_an_omop_folder_is_read(pixl_format_inputs, tmp_path):
+    body = _zip_folder(pixl_format_inputs / "omop-resources" / "omop-batched")
     extract = read_upload(body, "application/zip", "", tmp_path)
     assert (extract.project_slug, len(extract.rows)) == ("test-extract-uclh-omop-cdm", 6)
 

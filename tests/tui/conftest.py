@@ -159,7 +159,7 @@ def make_client() -> Iterator[Callable[..., RawClient]]:
         client.close()
 
 
-TEST_PROJECT = "test-extract-uclh-omop-cdm"  # configured in the fixtures' project-configs
+TEST_PROJECT = "test-extract-uclh-omop-cdm"  # a test project of the session stack (tests/pixl_inputs.py)
 _cohort_numbers = itertools.count(1)
 
 

@@ -151,8 +151,8 @@ def test_a_rate_of_zero_is_refused_by_the_server(stack_env, capsys, restore_cont
 
 
 @pytest.mark.stack
-def test_export_wait_says_where_the_files_went(stack_env, capsys, pixl_fixtures):
-    code, out, _ = run(capsys, "load", str(pixl_fixtures / "omop"), "--yes")
+def test_export_wait_says_where_the_files_went(stack_env, capsys, generated_inputs):
+    code, out, _ = run(capsys, "load", str(generated_inputs / "omop"), "--yes")
     assert code == exit_codes.OK, out
     extract = dict(line.split(None, 1) for line in out.splitlines() if line.startswith("extract "))[
         "extract"

@@ -17,6 +17,13 @@ OMOP_PROJECT = "test-extract-uclh-omop-cdm"
 REFRESH = 0.3
 
 
+@pytest.fixture(autouse=True)
+def lasting_notifications(monkeypatch):
+    """Notifications that outlive the test: they expire after 5 s, and a loaded machine
+    may take longer than that between two that a test counts."""
+    monkeypatch.setattr(PixlApp, "NOTIFICATION_TIMEOUT", 600.0)
+
+
 def load(client: RawClient, path) -> tuple[str, str]:
     summary = client.load_extract(prepare_upload(path), dry_run=False)
     return summary.project, summary.extract
@@ -64,11 +71,11 @@ async def test_overview_shows_progress_of_a_loaded_extract(raw_client, write_coh
         assert "not_found 3" in details
 
 
-async def test_load_screen_confirms_a_summary_then_queues(raw_client, pixl_fixtures):
+async def test_load_screen_confirms_a_summary_then_queues(raw_client, generated_inputs):
     app = PixlApp(raw_client, refresh_seconds=REFRESH)
     async with app.run_test(size=(140, 40)) as pilot:
         await pilot.press("l")
-        await type_into(pilot, "#path", str(pixl_fixtures / "omop"))
+        await type_into(pilot, "#path", str(generated_inputs / "omop"))
         await pilot.press("enter")
         await wait_until(
             pilot, lambda: isinstance(app.screen, ConfirmLoadScreen), "the summary to confirm"
@@ -180,8 +187,8 @@ async def test_controls_screen_shows_invalid_values_in_place(restore_controls):
         assert text_of(app, "#controls-error").startswith("✖ The rate '0' is not valid")
 
 
-async def test_export_screen_starts_and_watches_an_export(raw_client, pixl_fixtures):
-    project, extract = load(raw_client, pixl_fixtures / "omop")
+async def test_export_screen_starts_and_watches_an_export(raw_client, generated_inputs):
+    project, extract = load(raw_client, generated_inputs / "omop")
     app = PixlApp(raw_client, refresh_seconds=REFRESH)
     async with app.run_test(size=(160, 40)) as pilot:
         await pilot.press("e")
