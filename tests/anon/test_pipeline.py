@@ -5,13 +5,18 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import io
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import zipfile
 
 import pydicom
 import pytest
 
+from orthanc_plugins.anon import copies
 from orthanc_plugins.anon.pipeline import StudyAnonymiser
 from orthanc_plugins.common import db as pixl_db
 from orthanc_plugins.common.orthanc_api import find_study, post_json
@@ -19,7 +24,8 @@ from orthanc_plugins.common.secrets import FileSecrets, destination_secret_name,
 from orthanc_plugins.common.settings import REPO_ROOT
 from pixl_stack import studygen
 from pixl_stack.dcmtk import storescu
-from pixl_stack.stack import Stack
+from pixl_stack.ftps_server import read_upload_log
+from pixl_stack.stack import Stack, settings_environment
 
 pytestmark = pytest.mark.stack
 
@@ -174,3 +180,76 @@ def test_a_hand_off_of_an_exported_study_does_nothing_and_says_so(stack):
     answer = post_json(stack.anon, "/pixl/studies", {"job_id": job_id, "project": project,
                                                       "raw_study_id": "x", "raw_url": "x"})
     assert answer == {"accepted": False, "job_id": job_id, "reason": "already exported; nothing to do"}
+
+
+_KILLED_AT_EXPORTED = """
+import os, signal, sys
+from orthanc_plugins.anon import pipeline
+from orthanc_plugins.common import db
+from orthanc_plugins.common.secrets import open_secret_store
+from orthanc_plugins.common.settings import load_settings
+
+settings = load_settings()
+move_job = pipeline.move_job
+
+def move_then_die_at_exported(conn, job_id, owner, state, **columns):
+    if state == "exported":  # the destination has confirmed; the database is not told
+        os.kill(os.getpid(), signal.SIGKILL)
+    return move_job(conn, job_id, owner, state, **columns)
+
+pipeline.move_job = move_then_die_at_exported
+anonymiser = pipeline.StudyAnonymiser(settings, open_secret_store(settings), "doomed/0",
+                                      lambda: db.connect(settings, autocommit=True))
+with db.connect(settings, autocommit=True) as conn:
+    while anonymiser.run_once(conn):
+        pass
+sys.exit(3)  # never reached the move to 'exported'
+"""
+
+
+def test_anon_killed_between_the_confirmation_and_exported_sends_again_as_a_success(
+        stack, demo_settings, tmp_path):
+    settings = dataclasses.replace(demo_settings, retry_base_seconds=0.5)
+    _, datasets, raw_study_id = _study_in_raw(stack, tmp_path, seed=9003)
+    secrets = FileSecrets(settings.secrets_file)
+    _configure_ftps(secrets, stack.settings, stack.settings.ftps_port)
+    with pixl_db.connect(settings, autocommit=True) as conn:
+        job_id = _insert_job(conn, stack.settings.raw.url, raw_study_id, datasets)
+        child = subprocess.run([sys.executable, "-c", _KILLED_AT_EXPORTED],
+                               env=os.environ | settings_environment(settings), timeout=300)
+        assert child.returncode == -signal.SIGKILL
+        job = _job(conn, job_id)
+        assert job["state"] == "exporting"  # confirmed at the destination, not in the database
+        uid = job["pseudo_study_uid"]
+        time.sleep(settings.job_lease_seconds + 0.5)  # the dead worker's lease runs out
+
+        assert _anonymiser(settings, secrets, "survivor/0").run_once(conn)
+        job = _job(conn, job_id)
+    assert job["state"] == "exported" and job["last_error"] is None
+    received = [r for r in read_upload_log(Stack(stack.settings).ftps_upload_log)
+                if r.event == "received" and r.path.endswith(f"/{uid}.zip.part")]
+    assert len(received) == 2  # sent again: the destination took it as the same study
+    archive = Stack(stack.settings).ftps_root / PROJECT / f"{uid}.zip"
+    with zipfile.ZipFile(archive) as study_zip:
+        assert len([n for n in study_zip.namelist() if n.endswith(".dcm")]) == len(datasets)
+
+
+def test_anons_copies_for_the_web_ui_are_deleted_after_their_retention(stack, demo_settings, tmp_path):
+    _, datasets, raw_study_id = _study_in_raw(stack, tmp_path, seed=9004)
+    secrets = FileSecrets(demo_settings.secrets_file)
+    _configure_ftps(secrets, stack.settings, stack.settings.ftps_port)
+    anonymiser = _anonymiser(demo_settings, secrets, "keeper/0")
+    with pixl_db.connect(demo_settings, autocommit=True) as conn:
+        job_id = _insert_job(conn, stack.settings.raw.url, raw_study_id, datasets)
+        assert anonymiser.run_once(conn) and anonymiser.run_once(conn)
+        job = _job(conn, job_id)
+        assert job["state"] == "exported"
+        copy_id = find_study(stack.anon, job["pseudo_study_uid"])
+        assert copy_id is not None  # kept for inspection
+
+        node, keep = demo_settings.anon.url, demo_settings.anon_keep_hours
+        assert copies.delete_expired_copies(conn, stack.anon, node, keep) == 0  # not yet
+        conn.execute("UPDATE anon_copies SET exported_at = now() - make_interval(hours => %s)"
+                     " WHERE job_id = %s", (int(keep) + 1, job_id))
+        assert copies.delete_expired_copies(conn, stack.anon, node, keep) == 1
+    assert find_study(stack.anon, job["pseudo_study_uid"]) is None

@@ -12,6 +12,7 @@ import re
 import signal
 import threading
 import time
+import zipfile
 from collections import Counter
 
 import pytest
@@ -25,6 +26,7 @@ from orthanc_plugins.raw import throttle
 from pixl_stack import studygen
 from pixl_stack.dcmtk import storescu
 from pixl_stack.demo import configure_destinations
+from pixl_stack.ftps_server import read_upload_log
 from pixl_stack.stack import Stack
 from stack_support import VnaLog
 
@@ -85,11 +87,11 @@ def _load(stack, studies, project: str) -> dict:
 
 
 def ftps_uploads(stack) -> Counter:
-    """Completed uploads of each study, from the FTPS server's own log (pyftpdlib's)."""
+    """Completed uploads of each study of project demo, from the FTPS server's own log."""
     uploads: Counter = Counter()
-    for line in (stack.settings.state_dir / "logs" / "ftps.out").read_text(errors="replace").splitlines():
-        match = re.search(r" STOR \S*/demo/([0-9.]+)\.zip\S* completed=1 ", line)
-        if match:
+    for record in read_upload_log(stack.ftps_upload_log):
+        match = re.search(r"/demo/([0-9.]+)\.zip\.part$", record.path)
+        if record.event == "received" and match:
             uploads[match.group(1)] += 1
     return uploads
 
@@ -133,6 +135,9 @@ def test_an_extract_four_times_raws_cache_is_exported_whole_and_fetched_once(sca
     ftps_root = scale_stack.ftps_root / "demo"
     assert sorted(p.name for p in ftps_root.glob("*.zip")) == sorted(f"{j[3]}.zip" for j in jobs)
     assert ftps_uploads(scale_stack) == {j[3]: 1 for j in jobs}
+    anon = HttpOrthanc(scale_stack.settings.anon.url, scale_stack.settings.orthanc_auth)
+    assert get_json(anon, "/studies") == []  # anon_keep_hours 0: anon keeps no copy
+    assert not list((scale_stack.settings.state_dir / "anon-staging").rglob("*.zip*"))
 
 
 class SlowStowProxy:
@@ -283,3 +288,16 @@ def test_a_destination_down_longer_than_the_attempt_budget_fails_nothing(scale_s
     with pixl_db.connect(settings, autocommit=True) as conn:
         jobs = _wait_until_ended(conn, [summary])
     assert Counter(j[1] for j in jobs) == {"exported": 2}, jobs
+
+
+def test_a_study_of_thousands_of_instances_arrives_complete(scale_stack, tmp_path):
+    # Small instances, many of them: every step streams (no study is held in memory).
+    (study,) = _ct_studies(scale_stack, tmp_path, 1, instances=3000, size=16)
+    with pixl_db.connect(scale_stack.settings, autocommit=True) as conn:
+        summary = _load(scale_stack, [study], "demo")
+        (job,) = _wait_until_ended(conn, [summary], timeout=900)
+    assert job[1] == "exported", job
+    with zipfile.ZipFile(scale_stack.ftps_root / "demo" / f"{job[3]}.zip") as archive:
+        names = [name for name in archive.namelist() if name.endswith(".dcm")]
+        assert len(names) == 3000
+        assert archive.testzip() is None
