@@ -141,14 +141,7 @@ class Stack:
             dicom_port=raw.dicom_port + port_offset,
         )
         settings = dataclasses.replace(self.settings, raw=node, instance_name=name)
-        server = OrthancServer(node, "raw", True, settings, f"raw-{name}")
-        try:
-            self._start_orthanc(server)
-            self._wait_ready(server)
-        except StackError:
-            self._process(server.process_name).stop()
-            raise
-        self.servers.append(server)
+        server = self._start_extra(OrthancServer(node, "raw", True, settings, f"raw-{name}"))
         destination = modality(node, find=True, move=True, store=False)
         response = requests.put(f"{self.settings.vna.url}/modalities/{server.process_name}",
                                 json=destination, auth=self.settings.orthanc_auth, timeout=10)
@@ -163,7 +156,11 @@ class Stack:
         node = dataclasses.replace(anon, http_port=anon.http_port + port_offset,
                                    dicom_port=anon.dicom_port + port_offset)
         settings = dataclasses.replace(self.settings, anon=node, instance_name=name)
-        server = OrthancServer(node, "anon", True, settings, f"anon-{name}")
+        self._start_extra(OrthancServer(node, "anon", True, settings, f"anon-{name}"))
+        return settings
+
+    def _start_extra(self, server: OrthancServer) -> OrthancServer:
+        """Start a server beyond the stack's own; `up` starts it again after a crash."""
         try:
             self._start_orthanc(server)
             self._wait_ready(server)
@@ -171,7 +168,7 @@ class Stack:
             self._process(server.process_name).stop()
             raise
         self.servers.append(server)
-        return settings
+        return server
 
     def stop_raw_instance(self, name: str) -> None:
         """Stop a raw server started by `start_raw_instance`; `up` no longer starts it."""

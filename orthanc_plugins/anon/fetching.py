@@ -43,13 +43,7 @@ def prefetch_instances(
                     instance_id = todo.get_nowait()
                 except queue.Empty:
                     return
-                item = (instance_id, client.get(f"/instances/{instance_id}/file"))
-                while not stop.is_set():
-                    try:
-                        done.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
+                _put_until_stopped(done, (instance_id, client.get(f"/instances/{instance_id}/file")), stop)
         except BaseException as exc:  # handed to the consumer, which raises it
             _put_until_stopped(done, exc, stop)
         finally:

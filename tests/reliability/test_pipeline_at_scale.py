@@ -227,13 +227,20 @@ def _wait_for_state(conn, summary, state: str, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+def _extract_under_way(stack, tmp_path) -> tuple[dict, Counter]:
+    """Six studies loaded and anon at work on them; and the uploads made before."""
+    studies = _ct_studies(stack, tmp_path, 6, instances=20, size=256)
+    before = ftps_uploads(stack)
+    with pixl_db.connect(stack.settings, autocommit=True) as conn:
+        summary = _load(stack, studies, "demo")
+        _wait_for_state(conn, summary, "anonymising")
+    return summary, before
+
+
 def test_anon_killed_mid_extract_loses_and_doubles_nothing(scale_stack, tmp_path):
     settings = scale_stack.settings
-    studies = _ct_studies(scale_stack, tmp_path, 6, instances=20, size=256)
-    before = ftps_uploads(scale_stack)
+    summary, before = _extract_under_way(scale_stack, tmp_path)
     with pixl_db.connect(settings, autocommit=True) as conn:
-        summary = _load(scale_stack, studies, "demo")
-        _wait_for_state(conn, summary, "anonymising")
         anon = next(s for s in scale_stack.status() if s.name == "anon")
         os.kill(anon.pid, signal.SIGKILL)
         time.sleep(1)
@@ -246,11 +253,7 @@ def test_anon_killed_mid_extract_loses_and_doubles_nothing(scale_stack, tmp_path
 
 def test_postgresql_killed_mid_extract_loses_and_doubles_nothing(scale_stack, tmp_path):
     settings = scale_stack.settings
-    studies = _ct_studies(scale_stack, tmp_path, 6, instances=20, size=256)
-    before = ftps_uploads(scale_stack)
-    with pixl_db.connect(settings, autocommit=True) as conn:
-        summary = _load(scale_stack, studies, "demo")
-        _wait_for_state(conn, summary, "anonymising")
+    summary, before = _extract_under_way(scale_stack, tmp_path)
     os.kill(scale_stack.postgres.pid(), signal.SIGKILL)
     time.sleep(3)  # raw and anon work on without their database a while
     scale_stack.up()  # starts PostgreSQL again (crash recovery)
