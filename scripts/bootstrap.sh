@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(orthanc orthanc-python orthanc-dicomweb orthanc-postgresql dcmtk postgresql
+DEB_PACKAGES=(orthanc orthanc-python orthanc-dicomweb orthanc-postgresql dcmtk postgresql stunnel4
               python3.11 python3.11-venv tmux)
 VENV=.venv
 

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import requests
 
+from orthanc_plugins.common.settings import load_settings
+
 
 class OrthancError(RuntimeError):
     """A call to Orthanc's REST API failed."""
@@ -46,10 +48,14 @@ def find_study(api: OrthancApi, study_uid: str) -> str | None:
 class HttpOrthanc:
     """`OrthancApi` over HTTP, for code that runs outside an Orthanc process."""
 
-    def __init__(self, url: str, auth: tuple[str, str] | None = None, timeout: float = 60):
+    def __init__(self, url: str, auth: tuple[str, str] | None = None, timeout: float = 60,
+                 verify: str | bool | None = None):
+        """`verify`: a CA bundle (or True, the system's CAs); by default the
+        settings' `PIXL_TLS_CA_BUNDLE`."""
         self.url = url.rstrip("/")
         self._session = requests.Session()
         self._session.auth = auth
+        self._session.verify = load_settings().http_verify if verify is None else verify
         self._timeout = timeout
 
     def _call(self, method: str, uri: str, body: bytes | None = None) -> bytes:
