@@ -188,35 +188,41 @@ class Authenticator:
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        identity = self._verify(authorization, now)
+        identity, cacheable = self._verify(authorization, now)
+        if not cacheable:
+            return identity
         with self._lock:
             if len(self._cache) > 10_000:  # a flood of wrong passwords must not grow memory
                 self._cache.clear()
             self._cache[key] = (now + self._cache_seconds, identity)
         return identity
 
-    def _verify(self, authorization: str, now: float) -> Identity | None:
+    def _verify(self, authorization: str, now: float) -> tuple[Identity | None, bool]:
+        """(who, whether to cache the answer): a name not known (yet) is not cached,
+        so that a user added to the store is accepted at the next reload."""
         scheme, _, encoded = authorization.partition(" ")
         if scheme.lower() != "basic":
-            return None
+            return None, True
         try:
             user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            return None
+            return None, True
         if not sep:
-            return None
+            return None, True
         if user == SERVICE_USER:
             ok = hmac.compare_digest(password.encode(), self._service_password.encode())
-            return Identity(SERVICE_USER, SERVICE) if ok else None
+            return (Identity(SERVICE_USER, SERVICE) if ok else None), True
         if now - self._users_loaded > USERS_RELOAD_SECONDS:
             try:
                 self._users, self._users_loaded = load_users(self._store), now
             except SecretsError as exc:  # keep the users we have
                 logger.error("cannot reload the users: %s", exc)
         known = self._users.get(user)
-        if known is None or not verify_password(password, known.password_hash):
-            return None
-        return Identity(known.name, known.role)
+        if known is None:
+            return None, False
+        if not verify_password(password, known.password_hash):
+            return None, True
+        return Identity(known.name, known.role), True
 
 
 # --- routes ---------------------------------------------------------------------------------
