@@ -267,8 +267,9 @@ class RawClient:
         self.config = config
         self._session = session or requests.Session()
         self._session.auth = (config.username, config.password)
-        if config.ca_bundle:
-            self._session.verify = config.ca_bundle
+        # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a
+        # session's `verify` (psf/requests#3829).
+        self._verify: str | bool = config.ca_bundle or True
 
     @property
     def url(self) -> str:
@@ -388,7 +389,7 @@ class RawClient:
     def _request(self, method: str, path: str, *, timeout: float, **kwargs: Any) -> dict[str, Any]:
         url = self.config.url + path
         try:
-            response = self._session.request(method, url, timeout=timeout, **kwargs)
+            response = self._session.request(method, url, timeout=timeout, verify=self._verify, **kwargs)
         except requests.Timeout:
             raise Unreachable(
                 f"the raw plugin at {self.config.url} did not answer within {timeout:g} s"

@@ -55,13 +55,15 @@ class HttpOrthanc:
         self.url = url.rstrip("/")
         self._session = requests.Session()
         self._session.auth = auth
-        self._session.verify = load_settings().http_verify if verify is None else verify
+        # Given with each request: requests lets REQUESTS_CA_BUNDLE override a session's
+        # `verify` (psf/requests#3829).
+        self._verify = load_settings().http_verify if verify is None else verify
         self._timeout = timeout
 
     def _call(self, method: str, uri: str, body: bytes | None = None) -> bytes:
         try:
             response = self._session.request(
-                method, self.url + uri, data=body, timeout=self._timeout
+                method, self.url + uri, data=body, timeout=self._timeout, verify=self._verify
             )
         except requests.RequestException as exc:
             raise OrthancError(f"{method} {uri} on {self.url} failed: {type(exc).__name__}") from exc
