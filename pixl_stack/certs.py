@@ -8,6 +8,7 @@ see `tls_material`); these are for the native stack, the demo and the tests.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -118,11 +119,14 @@ class DevelopmentPki:
 
     def ensure(self, hostnames: tuple[str, ...] = LOCAL_HOSTNAMES) -> DevelopmentPki:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not (self.ca_certificate.exists() and self.ca_key.exists()):
-            make_certificate(self.ca_certificate, self.ca_key, ("PIXL development CA",), 3650, ca=True)
-            self.server_certificate.unlink(missing_ok=True)
-        if not (self.server_certificate.exists() and self.server_key.exists()):
-            self.issue(self.server_certificate, self.server_key, hostnames)
+        # raw's and anon's containers may start together on one shared volume: one CA.
+        with open(self.folder / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (self.ca_certificate.exists() and self.ca_key.exists()):
+                make_certificate(self.ca_certificate, self.ca_key, ("PIXL development CA",), 3650, ca=True)
+                self.server_certificate.unlink(missing_ok=True)
+            if not (self.server_certificate.exists() and self.server_key.exists()):
+                self.issue(self.server_certificate, self.server_key, hostnames)
         return self
 
     def issue(self, certfile: Path, keyfile: Path, hostnames: tuple[str, ...]) -> tuple[Path, Path]:
@@ -157,5 +161,6 @@ def tls_material(settings: Settings, store: SecretStore) -> tuple[Path, Path]:
             f"TLS certificate {certfile} or key {keyfile} not found, and no secrets "
             f"{TLS_CERTIFICATE_SECRET} / {TLS_KEY_SECRET} in the secret store"
         )
-    pki.ensure()
+    # Valid for the names the servers call each other by (compose: orthanc-raw, orthanc-anon).
+    pki.ensure(tuple(dict.fromkeys((*LOCAL_HOSTNAMES, settings.raw.host, settings.anon.host))))
     return certfile, keyfile

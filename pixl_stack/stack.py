@@ -17,8 +17,8 @@ from pathlib import Path
 
 import requests
 
-from orthanc_plugins.common.access import ADMIN, load_users, set_user, verify_password
-from orthanc_plugins.common.secrets import SecretStore, check_secret_file, open_secret_store
+from orthanc_plugins.common.access import ensure_admin
+from orthanc_plugins.common.secrets import check_secret_file, open_secret_store
 from orthanc_plugins.common.settings import OrthancNode, Settings
 from pixl_stack.certs import make_self_signed_cert, tls_material
 from pixl_stack.postgres import PostgresCluster
@@ -123,7 +123,7 @@ class Stack:
             self.settings.pg_user, self.settings.pg_password, self.settings.pg_database
         )
         store = open_secret_store(self.settings)
-        self._ensure_admin(store)
+        ensure_admin(store, self.settings)
         if any(server.node.tls for server in self.servers):
             tls_material(self.settings, store)
         for server in self.servers:
@@ -258,13 +258,6 @@ class Stack:
                                                 settings.tls_key_file))
         front.start([STUNNEL_BINARY, str(config_file)], self.child_environment(settings))
 
-    def _ensure_admin(self, store: SecretStore) -> None:
-        """The stack's own user (ORTHANC_USERNAME / ORTHANC_PASSWORD) is an admin of
-        raw and anon, stored hashed like every user."""
-        name, password = self.settings.orthanc_username, self.settings.orthanc_password
-        user = load_users(store).get(name)
-        if user is None or user.role != ADMIN or not verify_password(password, user.password_hash):
-            set_user(store, name, ADMIN, password)
 
     @property
     def ftps_root(self) -> Path:

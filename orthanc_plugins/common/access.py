@@ -141,6 +141,15 @@ def set_user(store: SecretStore, name: str, role: str, password: str) -> None:
     store.set(USERS_SECRET, json.dumps(users, sort_keys=True))
 
 
+def ensure_admin(store: SecretStore, settings: Settings) -> None:
+    """The deployment's first user (ORTHANC_USERNAME / ORTHANC_PASSWORD) is an admin,
+    stored hashed like every user; the native stack and the containers call this."""
+    name, password = settings.orthanc_username, settings.orthanc_password
+    user = load_users(store).get(name)
+    if user is None or user.role != ADMIN or not verify_password(password, user.password_hash):
+        set_user(store, name, ADMIN, password)
+
+
 def remove_user(store: SecretStore, name: str) -> bool:
     users = {u.name: {"role": u.role, "password": u.password_hash} for u in load_users(store).values()}
     if users.pop(name, None) is None:
