@@ -23,7 +23,7 @@ from pathlib import Path
 
 from orthanc_plugins.common.access import HUMAN_ROLES, load_users, remove_user, set_user
 from orthanc_plugins.common.projects import load_all_projects
-from orthanc_plugins.common.secrets import SecretStore, SecretsError, find_secret, open_secret_store
+from orthanc_plugins.common.secrets import SecretsError, SecretStore, find_secret, open_secret_store
 from orthanc_plugins.common.settings import load_env_file, load_settings
 
 BACKUP_FORMAT = "pixl-project-keys-1"

@@ -90,6 +90,14 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "PIXL_MAX_ATTEMPTS": str(settings.max_attempts),
         "PIXL_MOVE_TIMEOUT_SECONDS": str(settings.move_timeout_seconds),
     }
+    env.update({
+        "PIXL_TLS": "1" if settings.raw.tls else "0",
+        "PIXL_TLS_CA_BUNDLE": str(settings.tls_ca_bundle or "none"),
+        "PIXL_TLS_CERTIFICATE_FILE": str(settings.tls_certificate_file or "none"),
+        "PIXL_TLS_KEY_FILE": str(settings.tls_key_file or "none"),
+        "PIXL_DICOM_TLS": "1" if settings.dicom_tls else "0",
+        "PIXL_AUDIT_RETENTION_DAYS": str(settings.audit_retention_days),
+    })
     if settings.secondary_vna:
         env.update({
             "PIXL_SECONDARY_VNA_AE_TITLE": settings.secondary_vna.aet,
@@ -122,10 +130,7 @@ class Stack:
         self.postgres.ensure_role_and_database(
             self.settings.pg_user, self.settings.pg_password, self.settings.pg_database
         )
-        store = open_secret_store(self.settings)
-        ensure_admin(store, self.settings)
-        if any(server.node.tls for server in self.servers):
-            tls_material(self.settings, store)
+        ensure_admin(open_secret_store(self.settings), self.settings)
         for server in self.servers:
             self._start_orthanc(server)
         self._start_ftps()
@@ -253,9 +258,9 @@ class Stack:
         if front.is_running():
             return
         settings = server.settings
+        certfile, keyfile = tls_material(settings, open_secret_store(settings))
         config_file = self.state_dir / "config" / f"{front.name}.conf"
-        config_file.write_text(render_tls_front(server.node, settings.tls_certificate_file,
-                                                settings.tls_key_file))
+        config_file.write_text(render_tls_front(server.node, certfile, keyfile))
         front.start([STUNNEL_BINARY, str(config_file)], self.child_environment(settings))
 
 

@@ -35,7 +35,13 @@ from typing import Any
 
 from orthanc_plugins.common import db
 from orthanc_plugins.common.plugin_support import ApiError, ApiRequest, ApiResponse, safe_traceback
-from orthanc_plugins.common.secrets import SecretStore, SecretsError, find_secret, get_or_create, new_key
+from orthanc_plugins.common.secrets import (
+    SecretsError,
+    SecretStore,
+    find_secret,
+    get_or_create,
+    new_key,
+)
 from orthanc_plugins.common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -430,7 +436,8 @@ def audit_api(settings: Settings, writer: AuditWriter | None, request: ApiReques
     unknown = sorted(set(request.query) - set(AUDIT_FILTERS))
     if unknown:
         raise ApiError(400, f"unknown audit filter {unknown[0]!r}; use {', '.join(AUDIT_FILTERS)}")
-    clauses, values = [], []
+    clauses: list[str] = []
+    values: list[Any] = []
     query = request.query
     if query.get("user"):
         clauses.append("username = %s")
@@ -496,7 +503,7 @@ class AccessFilter:
 
     def __call__(self, uri: str, **request: Any) -> bool:
         try:
-            method = HTTP_METHODS.get(request.get("method"), "OTHER")
+            method = HTTP_METHODS.get(int(request.get("method") or 0), "OTHER")
             headers = request.get("headers") or {}
             return self.decide(method, uri.split("?", 1)[0], headers.get("authorization"))[0]
         except Exception as exc:  # refuse rather than let an error through

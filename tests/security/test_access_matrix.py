@@ -17,43 +17,32 @@ pytestmark = pytest.mark.stack
 REFUSED = 403
 ROLES = ("anonymous", "viewer", "operator", "admin", "service")
 
-# (node, method, path, body, {role: expected status}); {study} and {instance} are
+
+def by_role(anonymous: int, viewer: int, operator: int, admin: int, service: int) -> dict[str, int]:
+    """The expected status for each role, in the order of ROLES."""
+    return dict(zip(ROLES, (anonymous, viewer, operator, admin, service), strict=True))
+
+
+# (node, method, path, body, expected status by role); {study} and {instance} are
 # the Orthanc IDs of the generated study in raw.
 MATRIX = [
-    ("raw", "GET", "/app/explorer.html", None,
-     dict(anonymous=200, viewer=200, operator=200, admin=200, service=200)),
-    ("raw", "GET", "/system", None,
-     dict(anonymous=REFUSED, viewer=200, operator=200, admin=200, service=200)),
-    ("raw", "GET", "/pixl/extracts", None,
-     dict(anonymous=REFUSED, viewer=200, operator=200, admin=200, service=REFUSED)),
-    ("raw", "PUT", "/pixl/controls", "controls",
-     dict(anonymous=REFUSED, viewer=REFUSED, operator=200, admin=200, service=REFUSED)),
-    ("raw", "GET", "/pixl/audit", None,
-     dict(anonymous=REFUSED, viewer=REFUSED, operator=REFUSED, admin=200, service=REFUSED)),
-    ("raw", "GET", "/patients", None,
-     dict(anonymous=REFUSED, viewer=REFUSED, operator=REFUSED, admin=200, service=REFUSED)),
-    ("raw", "GET", "/studies/{study}/archive", None,
-     dict(anonymous=REFUSED, viewer=REFUSED, operator=REFUSED, admin=200, service=REFUSED)),
-    ("raw", "GET", "/instances/{instance}/tags", None,
-     dict(anonymous=REFUSED, viewer=REFUSED, operator=REFUSED, admin=200, service=REFUSED)),
-    ("raw", "GET", "/instances/{instance}/preview", None,
-     dict(anonymous=REFUSED, viewer=REFUSED, operator=REFUSED, admin=200, service=REFUSED)),
-    ("raw", "GET", "/instances/{instance}/file", None,
-     dict(anonymous=REFUSED, viewer=REFUSED, operator=REFUSED, admin=200, service=200)),
-    ("raw", "GET", "/studies/{study}/series", None,
-     dict(anonymous=REFUSED, viewer=REFUSED, operator=REFUSED, admin=200, service=200)),
-    ("raw", "POST", "/modalities/vna/echo", "{}",
-     dict(anonymous=REFUSED, viewer=REFUSED, operator=REFUSED, admin=200, service=REFUSED)),
-    ("anon", "GET", "/studies", None,
-     dict(anonymous=REFUSED, viewer=200, operator=200, admin=200, service=REFUSED)),
-    ("anon", "POST", "/tools/find", '{"Level": "Study", "Query": {}}',
-     dict(anonymous=REFUSED, viewer=200, operator=200, admin=200, service=REFUSED)),
-    ("anon", "DELETE", "/studies/0000000000000000000000000000000000000000", None,
-     dict(anonymous=REFUSED, viewer=REFUSED, operator=REFUSED, admin=404, service=REFUSED)),
-    ("anon", "POST", "/pixl/studies", "{}",
-     dict(anonymous=REFUSED, viewer=REFUSED, operator=REFUSED, admin=400, service=400)),
-    ("anon", "GET", "/pixl/health", None,
-     dict(anonymous=REFUSED, viewer=200, operator=200, admin=200, service=200)),
+    ("raw", "GET", "/app/explorer.html", None, by_role(200, 200, 200, 200, 200)),
+    ("raw", "GET", "/system", None, by_role(REFUSED, 200, 200, 200, 200)),
+    ("raw", "GET", "/pixl/extracts", None, by_role(REFUSED, 200, 200, 200, REFUSED)),
+    ("raw", "PUT", "/pixl/controls", "controls", by_role(REFUSED, REFUSED, 200, 200, REFUSED)),
+    ("raw", "GET", "/pixl/audit", None, by_role(REFUSED, REFUSED, REFUSED, 200, REFUSED)),
+    ("raw", "GET", "/patients", None, by_role(REFUSED, REFUSED, REFUSED, 200, REFUSED)),
+    ("raw", "GET", "/studies/{study}/archive", None, by_role(REFUSED, REFUSED, REFUSED, 200, REFUSED)),
+    ("raw", "GET", "/instances/{instance}/tags", None, by_role(REFUSED, REFUSED, REFUSED, 200, REFUSED)),
+    ("raw", "GET", "/instances/{instance}/preview", None, by_role(REFUSED, REFUSED, REFUSED, 200, REFUSED)),
+    ("raw", "GET", "/instances/{instance}/file", None, by_role(REFUSED, REFUSED, REFUSED, 200, 200)),
+    ("raw", "GET", "/studies/{study}/series", None, by_role(REFUSED, REFUSED, REFUSED, 200, 200)),
+    ("raw", "POST", "/modalities/vna/echo", "{}", by_role(REFUSED, REFUSED, REFUSED, 200, REFUSED)),
+    ("anon", "GET", "/studies", None, by_role(REFUSED, 200, 200, 200, REFUSED)),
+    ("anon", "POST", "/tools/find", '{"Level": "Study", "Query": {}}', by_role(REFUSED, 200, 200, 200, REFUSED)),
+    ("anon", "DELETE", "/studies/0000000000000000000000000000000000000000", None, by_role(REFUSED, REFUSED, REFUSED, 404, REFUSED)),
+    ("anon", "POST", "/pixl/studies", "{}", by_role(REFUSED, REFUSED, REFUSED, 400, 400)),
+    ("anon", "GET", "/pixl/health", None, by_role(REFUSED, 200, 200, 200, 200)),
 ]
 
 CASES = [

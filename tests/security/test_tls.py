@@ -15,8 +15,8 @@ from orthanc_plugins.common.secrets import SecretsError, check_secret_file, open
 from pixl_stack.certs import DevelopmentPki
 from pixl_stack.render import render_config
 from tui import exit_codes
-from tui.client import ClientConfig, InsecureTransport, RawClient, Unreachable, check_transport
 from tui.cli import main
+from tui.client import ClientConfig, InsecureTransport, RawClient, Unreachable, check_transport
 
 
 @pytest.mark.stack
