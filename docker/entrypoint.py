@@ -77,7 +77,10 @@ def main(argv: list[str]) -> None:
     ensure_index_database(settings, config)
     check_secret_file(settings)
     store = open_secret_store(settings)
-    ensure_admin(store, settings)
+    try:
+        ensure_admin(store, settings)
+    except ValueError as exc:
+        raise SystemExit(f"entrypoint: ORTHANC_USERNAME / ORTHANC_PASSWORD: {exc}") from None
     if getattr(settings, node).tls:
         start_tls_front(settings, node, store)
     print(f"entrypoint: starting Orthanc as PIXL {node}", file=sys.stderr, flush=True)
