@@ -80,3 +80,17 @@ def test_records_older_than_the_retention_are_purged(pixl_settings, db):
     assert purge_audit(dataclasses.replace(pixl_settings, audit_retention_days=0)) == 0
     assert purge_audit(dataclasses.replace(pixl_settings, audit_retention_days=30)) == 1
     assert [r[0] for r in db.execute("SELECT resource FROM access_audit").fetchall()] == ["new"]
+
+
+@pytest.mark.stack
+def test_the_service_users_study_reads_are_recorded_its_instance_reads_not(
+    stack, credentials, raw_study, capsys,
+):
+    raw = stack.settings.raw.url
+    for path in (f"/studies/{raw_study.orthanc_id}/series", f"/instances/{raw_study.instance_id}/file"):
+        assert requests.get(raw + path, auth=credentials.service, timeout=30).status_code == 200
+
+    rows = audit_lines(capsys, "--user", credentials.service[0], "--limit", "10000")
+    actions = {(row[5], row[6]) for row in rows}
+    assert ("GET /studies/{id}/series", f"{raw_study.orthanc_id}/series") in actions
+    assert not any(resource.startswith(raw_study.instance_id) for _, resource in actions)

@@ -89,3 +89,16 @@ def test_a_restore_that_would_change_pseudonyms_is_refused(store_settings, tmp_p
     assert store_settings.get("project-one") == current
     assert keys.main(["restore", str(backup), "--replace"]) == 0
     assert store_settings.get("project-one") == "ab" * 32
+
+
+def test_a_removed_user_is_refused_once_the_cache_and_the_users_are_renewed(store_settings):
+    now = [1000.0]
+    access.set_user(store_settings, "dave", "viewer", "dave-password-1")
+    authenticator = Authenticator(store_settings, clock=lambda: now[0])
+    assert authenticator.identify(basic("dave", "dave-password-1")).user == "dave"
+
+    assert access.remove_user(store_settings, "dave")
+    now[0] += 1  # still cached: the filter stays cheap
+    assert authenticator.identify(basic("dave", "dave-password-1")).user == "dave"
+    now[0] += access.CREDENTIAL_CACHE_SECONDS + access.USERS_RELOAD_SECONDS
+    assert authenticator.identify(basic("dave", "dave-password-1")) is None
