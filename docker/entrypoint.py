@@ -2,15 +2,18 @@
 
 Renders this node's Orthanc configuration from the environment (the compose
 file's `env_file` plus its container addresses) with the same renderer as the
-native stack, makes sure the node's Orthanc index database exists, then
-replaces itself with Orthanc so that Orthanc is PID 1 and receives the
-container's stop signal.
+native stack, makes sure the node's Orthanc index database exists and the
+deployment's first admin (ORTHANC_USERNAME) is a user, starts the node's HTTPS
+front (stunnel, as in the native stack), then replaces itself with Orthanc so
+that Orthanc is PID 1 and receives the container's stop signal (the front,
+its child, ends with the container).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,13 +21,18 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from orthanc_plugins.common.access import ensure_admin
+from orthanc_plugins.common.secrets import check_secret_file, open_secret_store
 from orthanc_plugins.common.settings import Settings, load_settings
-from pixl_stack.render import render_config
+from pixl_stack.certs import tls_material
+from pixl_stack.render import render_config, render_tls_front
 
 NODES = ("raw", "anon")
 CONFIG_PATH = Path("/etc/orthanc/orthanc.json")
 STORAGE_DIR = Path("/var/lib/orthanc/db")
 ORTHANC = "/usr/sbin/Orthanc"
+STUNNEL = "/usr/bin/stunnel4"
+TLS_FRONT_CONFIG = Path("/etc/orthanc/tls-front.conf")
 
 
 def render_node_config(
@@ -55,11 +63,26 @@ def ensure_index_database(settings: Settings, config: dict[str, Any]) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
 
+def start_tls_front(settings: Settings, node: str, store) -> None:
+    """stunnel on the published port, in front of Orthanc on the loopback interface."""
+    certfile, keyfile = tls_material(settings, store)
+    TLS_FRONT_CONFIG.write_text(render_tls_front(getattr(settings, node), certfile, keyfile))
+    subprocess.Popen([STUNNEL, str(TLS_FRONT_CONFIG)], stdin=subprocess.DEVNULL)
+
+
 def main(argv: list[str]) -> None:
     node = argv[1] if len(argv) > 1 else ""
     settings = load_settings()
     config = render_node_config(node, settings, CONFIG_PATH, STORAGE_DIR)
     ensure_index_database(settings, config)
+    check_secret_file(settings)
+    store = open_secret_store(settings)
+    try:
+        ensure_admin(store, settings)
+    except ValueError as exc:
+        raise SystemExit(f"entrypoint: ORTHANC_USERNAME / ORTHANC_PASSWORD: {exc}") from None
+    if getattr(settings, node).tls:
+        start_tls_front(settings, node, store)
     print(f"entrypoint: starting Orthanc as PIXL {node}", file=sys.stderr, flush=True)
     os.execv(ORTHANC, [ORTHANC, str(CONFIG_PATH)])
 

@@ -14,7 +14,6 @@ import urllib.request
 
 from orthanc_plugins.common.settings import load_settings
 
-DEFAULT_URL = "http://127.0.0.1:8042/pixl/health"
 
 
 def check(url: str, username: str, password: str, timeout: float = 4.0) -> tuple[bool, str]:
@@ -33,8 +32,11 @@ def check(url: str, username: str, password: str, timeout: float = 4.0) -> tuple
 
 
 def main(argv: list[str]) -> int:
-    url = argv[1] if len(argv) > 1 else DEFAULT_URL
-    healthy, reason = check(url, *load_settings().orthanc_auth)
+    settings = load_settings()
+    # Orthanc itself, on the loopback interface behind the HTTPS front: the container
+    # gives raw and anon the same ports (docker-compose.yml).
+    url = argv[1] if len(argv) > 1 else f"http://127.0.0.1:{settings.raw.orthanc_http_port}/pixl/health"
+    healthy, reason = check(url, *settings.orthanc_auth)
     print(reason)
     return 0 if healthy else 1
 

@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("down", help="stop every server by its recorded PID")
     commands.add_parser("status", help="show what runs; exit 1 if anything crashed")
     logs = commands.add_parser("logs", help="print the end of a server's log")
-    logs.add_argument("server", choices=["postgres", "vna", "raw", "anon", "dicomweb", "ftps"])
+    logs.add_argument("server", choices=["postgres", "vna", "raw", "anon", "dicomweb", "ftps",
+                                         "raw-tls", "anon-tls"])
     logs.add_argument("-n", "--lines", type=int, default=50)
     args = parser.parse_args(argv)
 

@@ -187,7 +187,8 @@ def run_demo(settings: Settings, say=print) -> list[ExtractStatus]:
 
     say("3. loading the extracts through raw's REST API")
     omop_folder, cohort_csv = write_extracts(cohort, work)
-    client = RawClient(ClientConfig(settings.raw.url, *settings.orthanc_auth))
+    client = RawClient(ClientConfig(settings.raw.url, *settings.orthanc_auth,
+                                    ca_bundle=str(settings.tls_ca_bundle) if settings.tls_ca_bundle else None))
     keys = {load(client, prepare_upload(omop_folder), say),
             load(client, prepare_upload(cohort_csv), say)}
 

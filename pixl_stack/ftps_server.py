@@ -6,7 +6,7 @@
 One user, whose home is DIR. TLS is required on both the control and the
 data connections: implicit TLS (TLS from the first byte, what PIXL's `ftps`
 destination speaks; the default) or explicit (AUTH TLS, PIXL's `ftpes`).
-`make_self_signed_cert` makes a certificate for it; the client trusts it
+`pixl_stack.certs.make_self_signed_cert` makes a certificate for it; the client trusts it
 through the project's `<alias>--ftp--ca-cert` secret.
 
 With `--upload-log FILE` the server appends one JSON line per completed upload
@@ -20,8 +20,6 @@ so it survives the server being killed.
 from __future__ import annotations
 
 import argparse
-import datetime
-import ipaddress
 import json
 import logging
 import os
@@ -29,55 +27,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 logger = logging.getLogger(__name__)
 
 # elr: list and read; a: append; d: delete; f: rename; m: mkdir; w: write; M: chmod; T: mtime
 USER_PERMISSIONS = "elradfmwMT"
-
-
-def make_self_signed_cert(
-    certfile: Path, keyfile: Path, hostnames: tuple[str, ...] = ("localhost", "127.0.0.1"),
-    days: int = 365,
-) -> tuple[Path, Path]:
-    """Write a self-signed certificate valid for `hostnames` (names or IP addresses)
-    and its private key (mode 0600). Returns (certfile, keyfile)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])])
-    alternative_names: list[x509.GeneralName] = []
-    for host in hostnames:
-        try:
-            alternative_names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            alternative_names.append(x509.DNSName(host))
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(alternative_names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certfile = Path(certfile)
-    keyfile = Path(keyfile)
-    certfile.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ))
-    return certfile, keyfile
 
 
 TLS_MODES = ("implicit", "explicit")

@@ -1,7 +1,11 @@
 """Render the Orthanc JSON configurations from the templates in `orthanc-config/`.
 
 Templates use `${name}` placeholders; every value is inserted JSON-encoded, so
-a password or a path can never break the JSON around it.
+a path can never break the JSON around it. No password is written into a
+configuration: where Orthanc needs one (the PostgreSQL index, the development
+servers' own users) the file names an environment variable, `${PIXL_DB_PASSWORD}`,
+which Orthanc substitutes when it reads the file. raw and anon have no Orthanc
+users at all: their plugins' request filter authenticates (orthanc_plugins/common/access.py).
 """
 
 from __future__ import annotations
@@ -38,14 +42,24 @@ def raw_modalities(settings: Settings) -> dict[str, Any]:
     return {node.name: modality(node, find=True, move=True, store=True) for node in archives}
 
 
+def environment_reference(variable: str) -> str:
+    """A value Orthanc takes from its environment when it reads the configuration."""
+    return "${" + variable + "}"
+
+
 def template_values(settings: Settings, node: OrthancNode, storage_dir: Path) -> dict[str, Any]:
     return {
         "storage_dir": str(storage_dir),
         "webviewer_cache": str(storage_dir / "webviewer-cache"),
-        "http_port": node.http_port,
+        "http_port": node.orthanc_http_port,
+        # Behind the TLS front, Orthanc answers its loopback interface only.
+        "remote_access": not node.tls,
         "dicom_port": node.dicom_port,
         "aet": node.aet,
-        "registered_users": {settings.orthanc_username: settings.orthanc_password},
+        # The development VNA and DICOMweb servers keep Orthanc's own basic auth.
+        "registered_users": {settings.orthanc_username: environment_reference("ORTHANC_PASSWORD")},
+        # anon takes studies over HTTPS from raw; DICOM from raw alone (C-ECHO).
+        "anon_modalities": {"raw": modality(settings.raw, find=False, move=False, store=False)},
         "max_storage_mb": settings.raw_max_storage_mb,
         # The VNA sends C-STORE to raw (as the C-MOVE it was asked for) and is the
         # only node raw accepts C-STORE from.
@@ -71,7 +85,7 @@ def template_values(settings: Settings, node: OrthancNode, storage_dir: Path) ->
             "EnableIndex": True, "EnableStorage": False,
             "Host": settings.pg_host, "Port": settings.pg_port,
             "Database": orthanc_index_database(settings, node),
-            "Username": settings.pg_user, "Password": settings.pg_password,
+            "Username": settings.pg_user, "Password": environment_reference("PIXL_DB_PASSWORD"),
             "Lock": False,
         },
     }
@@ -87,4 +101,46 @@ def render_config(template_name: str, settings: Settings, node: OrthancNode, sto
     values = {k: json.dumps(v) for k, v in template_values(settings, node, storage_dir).items()}
     # Inserted inside a JSON string, so as plain text (instance names are [a-z0-9-]).
     values["instance_suffix"] = f" {settings.instance_name}" if settings.instance_name else ""
-    return json.loads(template.substitute(values))
+    config = json.loads(template.substitute(values))
+    if settings.dicom_tls and template_name in DICOM_TLS_NODES:
+        config.update(dicom_tls_options(settings))
+        for remote in config.get("DicomModalities", {}).values():
+            remote["UseDicomTls"] = True
+    return config
+
+
+# raw and the archive speak DICOM TLS to each other when settings.dicom_tls is on.
+DICOM_TLS_NODES = ("raw", "vna")
+
+
+def dicom_tls_options(settings: Settings) -> dict[str, Any]:
+    """Orthanc's DICOM TLS: its DICOM port speaks TLS only, peers must show a
+    certificate signed by the CA bundle (mutual TLS)."""
+    return {
+        "DicomTlsEnabled": True,
+        "DicomTlsCertificate": str(settings.tls_certificate_file),
+        "DicomTlsPrivateKey": str(settings.tls_key_file),
+        "DicomTlsTrustedCertificates": str(settings.tls_ca_bundle),
+        "DicomTlsRemoteCertificateRequired": True,
+    }
+
+
+def render_tls_front(node: OrthancNode, certfile: Path, keyfile: Path) -> str:
+    """stunnel's configuration of the HTTPS front of `node`: TLS on the node's
+    public port, plain HTTP to Orthanc on the loopback interface."""
+    return "\n".join([
+        "foreground = yes",
+        "pid =",
+        "syslog = no",
+        "debug = warning",
+        # Without TCP_NODELAY every small answer waits for Nagle's algorithm (~40 ms).
+        "socket = l:TCP_NODELAY=1",
+        "socket = r:TCP_NODELAY=1",
+        f"[{node.name}-https]",
+        f"accept = {node.http_port}",
+        f"connect = 127.0.0.1:{node.orthanc_http_port}",
+        f"cert = {certfile}",
+        f"key = {keyfile}",
+        "sslVersionMin = TLSv1.2",
+        "",
+    ])

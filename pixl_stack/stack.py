@@ -17,13 +17,16 @@ from pathlib import Path
 
 import requests
 
+from orthanc_plugins.common.access import ensure_admin
+from orthanc_plugins.common.secrets import check_secret_file, open_secret_store
 from orthanc_plugins.common.settings import OrthancNode, Settings
-from pixl_stack.ftps_server import make_self_signed_cert
+from pixl_stack.certs import make_self_signed_cert, tls_material
 from pixl_stack.postgres import PostgresCluster
 from pixl_stack.processes import ManagedProcess, StackError, port_open, wait_until
-from pixl_stack.render import modality, orthanc_index_database, render_config
+from pixl_stack.render import modality, orthanc_index_database, render_config, render_tls_front
 
 ORTHANC_BINARY = os.environ.get("PIXL_ORTHANC_BINARY", "/usr/sbin/Orthanc")
+STUNNEL_BINARY = os.environ.get("PIXL_STUNNEL_BINARY", "/usr/bin/stunnel4")
 START_TIMEOUT = 90.0
 
 
@@ -93,6 +96,14 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "PIXL_RAW_HOLD_LIMIT_MB": str(settings.raw_hold_limit_mb),
         "PIXL_MIN_FREE_DISK_MB": str(settings.min_free_disk_mb),
     }
+    env.update({
+        "PIXL_TLS": "1" if settings.raw.tls else "0",
+        "PIXL_TLS_CA_BUNDLE": str(settings.tls_ca_bundle or "none"),
+        "PIXL_TLS_CERTIFICATE_FILE": str(settings.tls_certificate_file or "none"),
+        "PIXL_TLS_KEY_FILE": str(settings.tls_key_file or "none"),
+        "PIXL_DICOM_TLS": "1" if settings.dicom_tls else "0",
+        "PIXL_AUDIT_RETENTION_DAYS": str(settings.audit_retention_days),
+    })
     if settings.secondary_vna:
         env.update({
             "PIXL_SECONDARY_VNA_AE_TITLE": settings.secondary_vna.aet,
@@ -120,10 +131,12 @@ class Stack:
 
     def up(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        check_secret_file(self.settings)
         self.postgres.start()
         self.postgres.ensure_role_and_database(
             self.settings.pg_user, self.settings.pg_password, self.settings.pg_database
         )
+        ensure_admin(open_secret_store(self.settings), self.settings)
         for server in self.servers:
             self._start_orthanc(server)
         self._start_ftps()
@@ -180,7 +193,8 @@ class Stack:
         for pid_file in sorted(self.run_dir.glob("*.pid")):
             self._process(pid_file.stem).stop()
         self.postgres.stop()
-        ports = [p for s in self.servers for p in (s.node.http_port, s.node.dicom_port)]
+        ports = [p for s in self.servers
+                 for p in {s.node.http_port, s.node.orthanc_http_port, s.node.dicom_port}]
         ports.append(self.settings.ftps_port)
         wait_until(
             lambda: not any(port_open(p) for p in [*ports, self.settings.pg_port]),
@@ -191,6 +205,9 @@ class Stack:
         statuses = [self._postgres_status()]
         for server in self.servers:
             statuses.append(self._process_status(server.process_name, server.node.url))
+            if server.node.tls:
+                statuses.append(self._process_status(
+                    f"{server.process_name}-tls", f"HTTPS front of {server.process_name}"))
         statuses.append(self._process_status("ftps", f"ftps://127.0.0.1:{self.settings.ftps_port}"))
         return statuses
 
@@ -227,7 +244,10 @@ class Stack:
         process = self._process(server.process_name)
         if process.is_running():
             return
-        for port in (server.node.http_port, server.node.dicom_port):
+        ports = {server.node.orthanc_http_port, server.node.dicom_port}
+        if not self._process(f"{server.process_name}-tls").is_running():  # a front outlives its Orthanc
+            ports.add(server.node.http_port)
+        for port in sorted(ports):
             if port_open(port):
                 raise StackError(
                     f"port {port} for {server.process_name} is taken by another process; "
@@ -244,11 +264,25 @@ class Stack:
         config_file = self.state_dir / "config" / f"{server.process_name}.json"
         config_file.parent.mkdir(parents=True, exist_ok=True)
         config_file.write_text(json.dumps(config, indent=2))
-        config_file.chmod(0o600)  # it holds credentials
+        config_file.chmod(0o600)  # no password, but the layout of the servers
         process.start(
             [ORTHANC_BINARY, f"--logfile={process.log_file}", str(config_file)],
             self.child_environment(server.settings),
         )
+        if server.node.tls:
+            self._start_tls_front(server)
+
+    def _start_tls_front(self, server: OrthancServer) -> None:
+        """stunnel: HTTPS on the node's port, plain HTTP to Orthanc on loopback."""
+        front = self._process(f"{server.process_name}-tls")
+        if front.is_running():
+            return
+        settings = server.settings
+        certfile, keyfile = tls_material(settings, open_secret_store(settings))
+        config_file = self.state_dir / "config" / f"{front.name}.conf"
+        config_file.write_text(render_tls_front(server.node, certfile, keyfile))
+        front.start([STUNNEL_BINARY, str(config_file)], self.child_environment(settings))
+
 
     @property
     def ftps_root(self) -> Path:
@@ -315,7 +349,8 @@ class Stack:
                 )
             try:
                 uri = "/pixl/health" if server.has_pixl_plugin else "/system"
-                response = requests.get(server.node.url + uri, auth=auth, timeout=2)
+                response = requests.get(server.node.url + uri, auth=auth, timeout=2,
+                                        verify=self.settings.http_verify)
             except requests.RequestException:
                 return False
             if response.status_code != 200:

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(orthanc orthanc-python orthanc-dicomweb orthanc-postgresql orthanc-gdcm orthanc-webviewer
-              dcmtk postgresql
+              dcmtk postgresql stunnel4
               python3.11 python3.11-venv tmux openssh-server)
 VENV=.venv
 

@@ -42,7 +42,9 @@ def _free_port_base() -> int:
     B+1000 and B+2000 for the stacks that single tests start (see
     `extra_stack_settings`); each window uses offsets 21..445.
     """
-    offsets = (21, 42, 43, 44, 45, 142, 143, 242, 243, 244, 245, 342, 343, 432)  # 142/342: a second raw, 143/343: a second anon
+    # 142/342: a second raw; 143/343: a second anon; 442/443/542/543: Orthanc's own HTTP
+    # behind the HTTPS fronts.
+    offsets = (21, 42, 43, 44, 45, 142, 143, 242, 243, 244, 245, 342, 343, 432, 442, 443, 542, 543)
     # Below Linux's ephemeral range (32768 and up), where any outgoing connection may
     # take a port between our check and our servers' start; and off the default 28000.
     bases = list(range(10000, 26000, 3000))
@@ -62,6 +64,9 @@ os.environ.setdefault("PIXL_JOB_LEASE_SECONDS", "4")
 os.environ.setdefault("PIXL_RETRY_BASE_SECONDS", "0.5")
 os.environ.setdefault("PIXL_RETRY_MAX_SECONDS", "2")
 os.environ.setdefault("PIXL_MAX_ATTEMPTS", "30")
+# raw and anon speak HTTPS with a certificate of the session's own CA (made by the
+# stack): every client verifies with it, plain `requests` calls of tests too.
+os.environ["REQUESTS_CA_BUNDLE"] = str(_STATE_DIR / "tls" / "ca.pem")
 
 from orthanc_plugins.common import db as pixl_db
 from orthanc_plugins.common.orthanc_api import HttpOrthanc

@@ -223,7 +223,9 @@ def test_entrypoint_renders_a_config_matching_the_compose_file(
     assert stat.S_IMODE(out.stat().st_mode) == 0o600, "the config holds passwords"
     service = compose["services"][f"orthanc-{node}"]
     published = {port.split(":")[-1] for port in service["ports"]}
-    assert str(config["HttpPort"]) in published
+    # Published: the HTTPS front; Orthanc's own HTTP port answers the container's loopback only.
+    assert str(getattr(container_env, node).http_port) in published
+    assert str(config["HttpPort"]) not in published and config["RemoteAccessAllowed"] is False
     assert config["StorageDirectory"] == str(entrypoint.STORAGE_DIR) == STORAGE_DIR
     assert Path(config["PythonScript"]).is_file()
     assert config["PythonScript"].endswith(f"orthanc_plugins/{node}/plugin.py")

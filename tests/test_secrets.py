@@ -30,7 +30,7 @@ from orthanc_plugins.common.secrets import (
     open_secret_store,
     project_key,
 )
-from pixl_stack.ftps_server import make_self_signed_cert
+from pixl_stack.certs import make_self_signed_cert
 
 SECRET_VALUE = "s3cr3t-value-never-shown"
 

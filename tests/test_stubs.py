@@ -55,6 +55,13 @@ orthanc.RegisterRestCallback("/pixl/(.*)", on_rest)
 orthanc.RegisterOnChangeCallback(on_change)
 orthanc.RegisterReceivedInstanceCallback(on_received)
 orthanc.RegisterIncomingCStoreInstanceFilter(cstore_filter)
+
+
+def http_filter(uri: str, **request: Any) -> bool:
+    return uri.startswith("/app/") or "authorization" in request.get("headers", {})
+
+
+orthanc.RegisterIncomingHttpRequestFilter(http_filter)
 try:
     orthanc.RestApiDelete("/studies/unknown")
 except orthanc.OrthancException as exc:

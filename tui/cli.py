@@ -16,11 +16,12 @@ from typing import Any, TextIO
 
 from tui import exit_codes
 from tui.client import (
-    ClientConfig,
+    PLAIN_HTTP_VARIABLE,
     ExtractStatus,
     InvalidInput,
     RawApiError,
     RawClient,
+    check_transport,
     config_from_environment,
     prepare_upload,
 )
@@ -38,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
         "7 server error, 8 declined, 9 timed out).",
     )
     parser.add_argument("--url", help="base URL of the raw Orthanc (overrides PIXL_RAW_URL)")
+    parser.add_argument("--ca-bundle", help="CA certificates raw's certificate must be signed by "
+                        "(overrides PIXL_TLS_CA_BUNDLE)")
+    parser.add_argument("--plain-http-loopback", action="store_true",
+                        help=f"allow http:// to raw on this machine (or {PLAIN_HTTP_VARIABLE}=1)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     load = commands.add_parser("load", help="load an extract (CSV cohort or OMOP ES folder)")
@@ -74,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     pause.add_argument("--pause", action="store_true", help="stop starting transfers")
     pause.add_argument("--resume", action="store_true", help="start transfers again")
     controls.add_argument("--json", action="store_true", help="machine-readable output")
+
+    audit = commands.add_parser("audit", help="who read or sent identifiable data, who changed what")
+    audit.add_argument("--user", help="one user's records")
+    audit.add_argument("--action", help="actions containing this text, e.g. archive or controls")
+    audit.add_argument("--since", help="from this ISO date or time")
+    audit.add_argument("--until", help="before this ISO date or time")
+    audit.add_argument("--refused", action="store_true", help="refused requests only")
+    audit.add_argument("--limit", type=int, default=200, help="at most this many (newest first)")
+    audit.add_argument("--json", action="store_true", help="machine-readable output")
 
     commands.add_parser("health", help="check that raw answers and its database is up")
     destinations = commands.add_parser("destinations", help="the installed destination plugins")
@@ -113,10 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_environment()
     except ValueError as exc:  # a malformed PIXL_* variable
         return _fail(str(exc), exit_codes.INVALID_INPUT)
-    if args.url:
-        config = ClientConfig(args.url.rstrip("/"), config.username, config.password)
+    config = dataclasses.replace(
+        config, url=(args.url or config.url).rstrip("/"), ca_bundle=args.ca_bundle or config.ca_bundle,
+        plain_http_loopback=args.plain_http_loopback or config.plain_http_loopback,
+    )
     client = RawClient(config)
     try:
+        check_transport(config)
         if args.command is None:
             return run_app(client)
         return COMMANDS[args.command](client, args, sys.stdout)
@@ -314,6 +331,20 @@ def cmd_export(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
     return exit_codes.OK
 
 
+def cmd_audit(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
+    entries = client.audit(user=args.user, action=args.action, since=args.since, until=args.until,
+                           allowed="no" if args.refused else None, limit=str(args.limit))
+    if args.json:
+        _print_json([asdict(entry) for entry in entries], out)
+        return exit_codes.OK
+    if not entries:
+        print("no audit records", file=out)
+    for entry in entries:
+        print(f"{entry.at}\t{entry.node}\t{entry.user or '-'}\t{entry.role or '-'}\t"
+              f"{'allowed' if entry.allowed else 'REFUSED'}\t{entry.action}\t{entry.resource}", file=out)
+    return exit_codes.OK
+
+
 def cmd_failures(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
     failures = client.failures(args.project, args.extract)
     if args.json:
@@ -375,4 +406,5 @@ COMMANDS = {
     "failures": cmd_failures,
     "retry": cmd_retry,
     "controls": cmd_controls,
+    "audit": cmd_audit,
 }

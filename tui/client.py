@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 
@@ -65,11 +66,42 @@ class ServerError(RawApiError):
     exit_code = exit_codes.SERVER_ERROR
 
 
+class InsecureTransport(RawApiError):
+    exit_code = exit_codes.INVALID_INPUT
+
+
+PLAIN_HTTP_VARIABLE = "PIXL_TUI_PLAIN_HTTP_LOOPBACK"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     url: str
     username: str
     password: str
+    # The CA bundle raw's certificate must be signed by (None: the system's CAs).
+    ca_bundle: str | None = None
+    # Plain HTTP is refused unless the operator says raw runs on this machine.
+    plain_http_loopback: bool = False
+
+
+def check_transport(config: ClientConfig) -> None:
+    """Refuse to send credentials over plain HTTP, except to this machine when told to."""
+    parsed = urlsplit(config.url)
+    if parsed.scheme == "https":
+        return
+    if parsed.scheme != "http":
+        raise InsecureTransport(f"the raw URL {config.url} must start with https://")
+    if not config.plain_http_loopback:
+        raise InsecureTransport(
+            f"refusing plain HTTP to {config.url}: the password and every answer would cross "
+            f"the network in clear; use https://, or set {PLAIN_HTTP_VARIABLE}=1 "
+            "(or --plain-http-loopback) when raw runs on this machine"
+        )
+    if parsed.hostname not in LOOPBACK_HOSTS:
+        raise InsecureTransport(
+            f"refusing plain HTTP to {config.url}: {PLAIN_HTTP_VARIABLE} allows loopback addresses only"
+        )
 
 
 def config_from_environment() -> ClientConfig:
@@ -80,7 +112,11 @@ def config_from_environment() -> ClientConfig:
     load_env_file()  # the repository's .env, where the operator runs from a checkout
     settings = load_settings()
     url = os.environ.get("PIXL_RAW_URL") or settings.raw.url
-    return ClientConfig(url.rstrip("/"), settings.orthanc_username, settings.orthanc_password)
+    return ClientConfig(
+        url.rstrip("/"), settings.orthanc_username, settings.orthanc_password,
+        ca_bundle=str(settings.tls_ca_bundle) if settings.tls_ca_bundle else None,
+        plain_http_loopback=os.environ.get(PLAIN_HTTP_VARIABLE, "") == "1",
+    )
 
 
 @dataclass(frozen=True)
@@ -271,6 +307,9 @@ class RawClient:
         self.config = config
         self._session = session or requests.Session()
         self._session.auth = (config.username, config.password)
+        # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a
+        # session's `verify` (psf/requests#3829).
+        self._verify: str | bool = config.ca_bundle or True
 
     @property
     def url(self) -> str:
@@ -300,6 +339,12 @@ class RawClient:
 
     def extracts(self) -> list[ExtractStatus]:
         return self._call("GET", "/pixl/extracts", _extracts)
+
+    def audit(self, **filters: str | None) -> list[AuditEntry]:
+        """The access audit, newest first (admins only). Filters: user, action (a part
+        of it), since / until (ISO times), allowed ("yes" / "no"), limit."""
+        params = {name: value for name, value in filters.items() if value}
+        return self._call("GET", "/pixl/audit", _audit_entries, params=params)
 
     def failures(self, project: str | None = None, extract: str | None = None) -> list[Failure]:
         params = {k: v for k, v in (("project", project), ("extract", extract)) if v}
@@ -390,7 +435,7 @@ class RawClient:
     def _request(self, method: str, path: str, *, timeout: float, **kwargs: Any) -> dict[str, Any]:
         url = self.config.url + path
         try:
-            response = self._session.request(method, url, timeout=timeout, **kwargs)
+            response = self._session.request(method, url, timeout=timeout, verify=self._verify, **kwargs)
         except requests.Timeout:
             raise Unreachable(
                 f"the raw plugin at {self.config.url} did not answer within {timeout:g} s"
@@ -430,6 +475,9 @@ def _json_or_none(response: requests.Response) -> Any:
 
 def _reason(exc: requests.RequestException) -> str:
     """The innermost cause in a few words ("connection refused"), not urllib3's novel."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return ("its TLS certificate is not signed by a trusted CA (set PIXL_TLS_CA_BUNDLE "
+                "or --ca-bundle to the CA of raw's certificate)")
     cause = _innermost_os_error(exc)
     if isinstance(cause, ConnectionRefusedError):
         return "connection refused (is the stack running?)"
@@ -508,6 +556,25 @@ def _extracts(data: dict[str, Any]) -> list[ExtractStatus]:
             last_error_at=item.get("last_error_at"),
         )
         for item in data["extracts"]
+    ]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: str
+    node: str
+    user: str
+    role: str
+    action: str
+    resource: str
+    allowed: bool
+
+
+def _audit_entries(data: dict[str, Any]) -> list[AuditEntry]:
+    return [
+        AuditEntry(str(item["at"]), item["node"], item["user"], item["role"], item["action"],
+                   item["resource"], bool(item["allowed"]))
+        for item in data["records"]
     ]
 
 

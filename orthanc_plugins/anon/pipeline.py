@@ -115,8 +115,10 @@ class StudyAnonymiser:
         self.policy = RetryPolicy.from_settings(settings)
         self._connect = connect
         self._beat = beat
-        self._raw_client = raw_client or (lambda url: HttpOrthanc(url, settings.orthanc_auth))
-        self._anon_client = anon_client or (lambda: HttpOrthanc(settings.anon.url, settings.orthanc_auth))
+        self._raw_client = raw_client or (
+            lambda url: HttpOrthanc(url, settings.orthanc_auth, verify=settings.http_verify))
+        self._anon_client = anon_client or (
+            lambda: HttpOrthanc(settings.anon.local_url, settings.orthanc_auth))
         self._projects: dict[str, CompiledProject] = {}
 
     # -- the loop's one step --------------------------------------------------

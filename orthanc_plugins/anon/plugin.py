@@ -18,4 +18,4 @@ import orthanc  # noqa: E402
 from orthanc_plugins.common.plugin_support import install  # noqa: E402
 from orthanc_plugins.anon.service import AnonService  # noqa: E402
 
-service = install(orthanc, AnonService)
+service = install(orthanc, AnonService, "anon")

@@ -103,7 +103,7 @@ class AnonService:
                 self._stop.wait(5)
 
     def _delete_expired_copies(self, conn: psycopg.Connection) -> None:
-        copies.delete_expired_copies(conn, HttpOrthanc(self.settings.anon.url, self.settings.orthanc_auth),
+        copies.delete_expired_copies(conn, HttpOrthanc(self.settings.anon.local_url, self.settings.orthanc_auth),
                                      self.settings.anon.url, self.settings.anon_keep_hours)
 
     def handle(self, request: ApiRequest) -> ApiResponse:

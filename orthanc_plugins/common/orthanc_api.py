@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import requests
 import urllib3
 
+from orthanc_plugins.common.settings import load_settings
+
 
 class OrthancError(RuntimeError):
     """A call to Orthanc's REST API failed: `status` is the HTTP status it answered
@@ -54,18 +56,25 @@ def find_study(api: OrthancApi, study_uid: str) -> str | None:
 class HttpOrthanc:
     """`OrthancApi` over HTTP, for code that runs outside an Orthanc process."""
 
-    def __init__(self, url: str, auth: tuple[str, str] | None = None, timeout: float = 60):
+    def __init__(self, url: str, auth: tuple[str, str] | None = None, timeout: float = 60,
+                 verify: str | bool | None = None):
+        """`verify`: a CA bundle (or True, the system's CAs); by default the
+        settings' `PIXL_TLS_CA_BUNDLE`."""
         self.url = url.rstrip("/")
         self._session = requests.Session()
         self._session.auth = auth
         # DICOM barely compresses, and between our own servers gzip only burns both CPUs.
         self._session.headers["Accept-Encoding"] = "identity"
+        # Given with each request: requests lets REQUESTS_CA_BUNDLE override a session's
+        # `verify` (psf/requests#3829).
+        self._verify = load_settings().http_verify if verify is None else verify
         self._timeout = timeout
 
     def _request(self, method: str, uri: str, body: bytes | None = None, *, stream: bool = False):
         try:
             response = self._session.request(
-                method, self.url + uri, data=body, timeout=self._timeout, stream=stream
+                method, self.url + uri, data=body, timeout=self._timeout, stream=stream,
+                verify=self._verify,
             )
         except requests.RequestException as exc:
             raise OrthancError(f"{method} {uri} on {self.url} failed: {type(exc).__name__}",

@@ -265,20 +265,46 @@ def explorer_extension() -> str:
     return (resources.files("orthanc_plugins.common") / "explorer.js").read_text(encoding="utf-8")
 
 
-def install(sdk: Any, make_service: Callable[[Settings, EmbeddedOrthanc], PluginService]) -> PluginService:
-    """Wire a plugin's service into Orthanc: logging, schema, REST routes, lifecycle."""
+def install(
+    sdk: Any, make_service: Callable[[Settings, EmbeddedOrthanc], PluginService], node: str,
+) -> PluginService:
+    """Wire a plugin's service into Orthanc: logging, schema, access control, REST
+    routes, lifecycle. `node` is "raw" or "anon" (which access rules apply)."""
+    # access.py builds on this module's request types: imported here, not at the top.
+    from orthanc_plugins.common import access
+    from orthanc_plugins.common.secrets import check_secret_file, open_secret_store
+
     configure_logging(sdk)
     settings = load_settings()
+    check_secret_file(settings)
     migrate_with_retry(settings)
+    store = open_secret_store(settings)
+    # raw audits; anon's data is de-identified (its access is decided, not recorded).
+    audit = access.AuditWriter(settings) if node == "raw" else None
+    access_filter = access.AccessFilter(node, access.Authenticator(store), audit)
+    sdk.RegisterIncomingHttpRequestFilter(access_filter)
+    sdk.RegisterRestCallback(access.LOGIN_PATH, access_filter.login)
+    # The plugin calls the other server as the service user.
+    settings = access.service_settings(settings, store)
     service = make_service(settings, EmbeddedOrthanc(sdk))
-    sdk.RegisterRestCallback("/pixl/(.*)", make_rest_callback(sdk, service.handle))
-    sdk.ExtendOrthancExplorer(explorer_extension())
+
+    def handle(request: ApiRequest) -> ApiResponse:
+        if request.path == "audit" and audit is not None:
+            return access.audit_api(settings, audit, request)
+        return service.handle(request)
+
+    sdk.RegisterRestCallback("/pixl/(.*)", make_rest_callback(sdk, handle))
+    sdk.ExtendOrthancExplorer(access.LOGIN_SCRIPT + explorer_extension())
+    if audit is not None:
+        audit.start()
 
     def on_change(change_type: int, level: int, resource_id: str) -> None:
         if change_type == sdk.ChangeType.ORTHANC_STARTED:
             service.start()
         elif change_type == sdk.ChangeType.ORTHANC_STOPPED:
             service.stop()
+            if audit is not None:
+                audit.stop()  # writes what is still queued
 
     sdk.RegisterOnChangeCallback(on_change)
     return service

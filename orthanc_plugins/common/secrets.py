@@ -327,3 +327,18 @@ def open_secret_store(settings: Settings) -> SecretStore:
     raise SecretsError(
         f"PIXL_SECRETS_BACKEND must be one of {', '.join(SECRETS_BACKENDS)}, got {backend!r}"
     )
+
+
+def check_secret_file(settings: Settings) -> None:
+    """Refuse to start on a secrets file that others may read or change (file backend)."""
+    if settings.secrets_backend != "file":
+        return
+    try:
+        mode = os.stat(settings.secrets_file).st_mode
+    except FileNotFoundError:
+        return  # made on first write, mode 0600
+    if mode & 0o077:
+        raise SecretsError(
+            f"secrets file {settings.secrets_file} has mode {mode & 0o777:04o}: others may read it;"
+            f" run chmod 600 {settings.secrets_file}"
+        )

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Orthanc's own HTTP port, behind the TLS front, is the public port plus this.
+INTERNAL_HTTP_PORT_OFFSET = 400
 
 
 def _env(name: str, default: str) -> str:
@@ -36,6 +38,19 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    raw = _env(name, "1" if default else "0").lower()
+    if raw not in ("0", "1", "true", "false", "yes", "no"):
+        raise ValueError(f"environment variable {name} must be 1 or 0, got {raw!r}")
+    return raw in ("1", "true", "yes")
+
+
+def _env_path(name: str, default: Path) -> Path | None:
+    """A path; the value "none" turns it off (the system's CAs for a CA bundle)."""
+    raw = _env(name, str(default))
+    return None if raw.lower() == "none" else Path(raw)
+
+
 @dataclass(frozen=True)
 class OrthancNode:
     """One Orthanc server of the stack: where it listens and who it is."""
@@ -45,10 +60,24 @@ class OrthancNode:
     http_port: int
     dicom_port: int
     host: str = "127.0.0.1"
+    # HTTPS on `http_port`, served by a TLS front (stunnel) in front of Orthanc,
+    # which then listens on loopback only, on `orthanc_http_port`. Orthanc's own
+    # SslEnabled crashes with Debian's civetweb and OpenSSL 3 (see SECURITY.md).
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.http_port}"
+
+    @property
+    def orthanc_http_port(self) -> int:
+        """Where Orthanc itself listens for HTTP: behind the TLS front when there is one."""
+        return self.http_port + INTERNAL_HTTP_PORT_OFFSET if self.tls else self.http_port
+
+    @property
+    def local_url(self) -> str:
+        """The server as its own plugin reaches it: Orthanc itself on loopback, with no TLS hop."""
+        return f"http://127.0.0.1:{self.orthanc_http_port}"
 
 
 @dataclass(frozen=True)
@@ -100,6 +129,21 @@ class Settings:
     anon_keep_hours: float = field(default=168.0)
     raw_hold_limit_mb: int = field(default=0)
     min_free_disk_mb: int = field(default=1024)
+    # Security (SECURITY.md). The CA bundle every PIXL HTTP client verifies raw
+    # and anon with (None: the system's CAs); the certificate and key of the
+    # HTTPS front (files; or secrets pixl-tls-certificate / pixl-tls-key; the
+    # native stack makes its own CA when neither exists); DICOM TLS between
+    # raw and the archive; how long the access audit is kept.
+    tls_ca_bundle: Path | None = field(default=None)
+    tls_certificate_file: Path | None = field(default=None)
+    tls_key_file: Path | None = field(default=None)
+    dicom_tls: bool = field(default=False)
+    audit_retention_days: int = field(default=365)
+
+    @property
+    def http_verify(self) -> str | bool:
+        """What `requests` verifies PIXL's servers with: the CA bundle, or the system's CAs."""
+        return str(self.tls_ca_bundle) if self.tls_ca_bundle else True
 
     @property
     def pg_conninfo(self) -> str:
@@ -158,6 +202,8 @@ def load_settings() -> Settings:
     """Read the settings from the environment (see `.env.example`)."""
     state_dir = Path(_env("PIXL_STATE_DIR", str(REPO_ROOT / ".state"))).resolve()
     port_base = _env_int("PIXL_PORT_BASE", 28000)
+    tls = _env_flag("PIXL_TLS", True)
+    tls_folder = state_dir / "tls"
     return Settings(
         state_dir=state_dir,
         pg_host=_env("PIXL_DB_HOST", "127.0.0.1"),
@@ -173,6 +219,7 @@ def load_settings() -> Settings:
             http_port=_env_int("ORTHANC_RAW_HTTP_PORT", port_base + 42),
             dicom_port=_env_int("ORTHANC_RAW_DICOM_PORT", port_base + 242),
             host=_env("ORTHANC_RAW_HOST", "127.0.0.1"),
+            tls=tls,
         ),
         anon=OrthancNode(
             name="anon",
@@ -180,6 +227,7 @@ def load_settings() -> Settings:
             http_port=_env_int("ORTHANC_ANON_HTTP_PORT", port_base + 43),
             dicom_port=_env_int("ORTHANC_ANON_DICOM_PORT", port_base + 243),
             host=_env("ORTHANC_ANON_HOST", "127.0.0.1"),
+            tls=tls,
         ),
         vna=OrthancNode(
             name="vna",
@@ -218,4 +266,9 @@ def load_settings() -> Settings:
         anon_keep_hours=_env_float("PIXL_ANON_KEEP_HOURS", 168.0),
         raw_hold_limit_mb=_env_int("PIXL_RAW_HOLD_LIMIT_MB", 0),
         min_free_disk_mb=_env_int("PIXL_MIN_FREE_DISK_MB", 1024),
+        tls_ca_bundle=_env_path("PIXL_TLS_CA_BUNDLE", tls_folder / "ca.pem") if tls else None,
+        tls_certificate_file=_env_path("PIXL_TLS_CERTIFICATE_FILE", tls_folder / "server.pem"),
+        tls_key_file=_env_path("PIXL_TLS_KEY_FILE", tls_folder / "server-key.pem"),
+        dicom_tls=_env_flag("PIXL_DICOM_TLS", False),
+        audit_retention_days=_env_int("PIXL_AUDIT_RETENTION_DAYS", 365),
     )

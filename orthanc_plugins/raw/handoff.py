@@ -27,7 +27,8 @@ def hand_off(settings: Settings, job_id: int, project: str, raw_study_id: str, t
     }
     url = settings.anon.url + "/pixl/studies"
     try:
-        response = requests.post(url, json=payload, auth=settings.orthanc_auth, timeout=timeout)
+        response = requests.post(url, json=payload, auth=settings.orthanc_auth, timeout=timeout,
+                                 verify=settings.http_verify)
     except requests.RequestException as exc:
         raise HandoffError(f"hand-off to anon failed: {type(exc).__name__}", outage=True) from None
     if not 200 <= response.status_code < 300:

@@ -18,4 +18,4 @@ import orthanc
 from orthanc_plugins.common.plugin_support import install
 from orthanc_plugins.raw.service import RawService
 
-service = install(orthanc, RawService)
+service = install(orthanc, RawService, "raw")

@@ -17,7 +17,7 @@ from destination_support import (
 
 from orthanc_plugins.common.projects import ProjectConfig, load_project
 from orthanc_plugins.common.secrets import FileSecrets
-from pixl_stack.ftps_server import make_self_signed_cert
+from pixl_stack.certs import make_self_signed_cert
 
 
 @pytest.fixture(scope="session")

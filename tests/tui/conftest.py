@@ -22,6 +22,8 @@ from requests.adapters import BaseAdapter
 from tui.client import ClientConfig, RawClient
 
 FIXED_URL = "http://raw.pixl.test"
+# These tests drive pixl-tui against local servers that speak plain HTTP.
+os.environ.setdefault("PIXL_TUI_PLAIN_HTTP_LOOPBACK", "1")
 
 FIXED_PAYLOADS: dict[str, dict] = {
     "/pixl/health": {

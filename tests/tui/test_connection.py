@@ -45,7 +45,7 @@ def test_wrong_password_exits_auth_refused(stack, capsys):
         assert main(["--url", url, "status"]) == exit_codes.AUTH_REFUSED
     assert capsys.readouterr().err.strip() == (
         f"pixl-tui: the raw plugin at {url} refused the credentials of user {username!r} "
-        "(HTTP 401); check ORTHANC_USERNAME and ORTHANC_PASSWORD"
+        "(HTTP 403); check ORTHANC_USERNAME and ORTHANC_PASSWORD"
     )
 
 
