@@ -22,7 +22,7 @@ from destination_support import (
 from orthanc_plugins.common.secrets import FileSecrets
 from pixl_hooks import plugins
 from pixl_hooks.types import DestinationUnavailable
-from pixl_stack.ftps_server import make_self_signed_cert
+from pixl_stack.certs import make_self_signed_cert
 
 
 class _PausingReader:
