@@ -90,7 +90,7 @@ def ftps_uploads(stack) -> Counter:
     """Completed uploads of each study of project demo, from the FTPS server's own log."""
     uploads: Counter = Counter()
     for record in read_upload_log(stack.ftps_upload_log):
-        match = re.search(r"/demo/([0-9.]+)\.zip\.part$", record.path)
+        match = re.search(r"(?:^|/)demo/([0-9.]+)\.zip\.part$", record.path)
         if record.event == "received" and match:
             uploads[match.group(1)] += 1
     return uploads
