@@ -242,16 +242,15 @@ def _derived(values: tuple[tuple[int, tuple[str, ...]], ...], other_ids: tuple[s
 
 def _add_name(name: str, kind: str, add) -> None:
     components = [c for c in name.split("^")[:3] if c.strip()]  # family, given, middle
-    words: list[str] = []
     for component in components:
         if _CJK.search(component):
             form = squashed(component)
             add(form, INSIDE if len(form) >= 2 else WORD, kind)
             continue
         parts = spaced(component).split()
-        words.extend(parts)
         for part in parts:
-            add(part, WORD, kind)
+            if len(part) >= 2:  # an initial identifies nobody and is in every text
+                add(part, WORD, kind)
         if len(parts) > 1:  # O'Brien -> obrien, Smith-Jones -> smithjones
             add("".join(parts), WORD, kind)
     latin = [spaced(c).split() for c in components if not _CJK.search(c)]

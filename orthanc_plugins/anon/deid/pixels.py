@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.encaps import encapsulate, generate_frames, parse_basic_offsets
+from pydicom.multival import MultiValue
 from pydicom.pixels.decoders.rle import _rle_decode_segment, _rle_parse_header
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
