@@ -523,3 +523,18 @@ def test_the_report_counts_kept_files_only_and_never_overwrites_a_sop_instance(t
         {"action": "date shifted", "why": "date-shift (base.yaml)", "instances": 1}]
     text = (out / "report.json").read_text() + (out / "report.md").read_text()
     assert "Smith John" not in text and str(folder) not in text
+
+
+def test_pixel_attributes_are_read_right_in_implicit_vr(demo) -> None:
+    """In implicit VR the raw NumberOfFrames "1 " is two bytes, like a US value: it is read
+    as the IS it is, and the instance is checked and kept."""
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    ds = _one("CT")
+    ds.NumberOfFrames = 1
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    data = write_bytes(ds)
+    assert pydicom.dcmread(BytesIO(data)).original_encoding == (True, True)
+    result = deidentify_instance(data, demo, KEY)
+    assert result.status == KEPT, result.reason
+    assert "checked: nothing hidden" in result.pixel_actions

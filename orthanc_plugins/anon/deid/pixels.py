@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames, parse_basic_offsets
@@ -132,10 +133,10 @@ def _number(ds: Dataset, tag: int, default: int | None = None) -> int:
         if default is None:
             raise KeyError(tag)
         return default
-    if isinstance(value, bytes) and elem.VR == "US" or (
-            isinstance(value, bytes) and elem.VR is None and len(value) == 2):
+    vr = elem.VR or dictionary_VR(tag)  # implicit VR: the dictionary's (US, or IS for frames)
+    if isinstance(value, bytes) and vr in ("US", "SS"):
         little = elem.is_little_endian if isinstance(elem, RawDataElement) else True
-        return struct.unpack("<H" if little else ">H", value[:2])[0]
+        return struct.unpack(("<" if little else ">") + ("H" if vr == "US" else "h"), value[:2])[0]
     if isinstance(value, bytes):
         return int(value.decode("ascii").strip(" \x00").split("\\")[0])
     return int(value[0] if isinstance(value, list | MultiValue) else value)
