@@ -496,3 +496,45 @@ def test_palette_colour_tables_and_frame_increment_pointer_are_kept(open_project
         assert keyword in out, keyword
     from pydicom.pixels import apply_color_lut
     assert apply_color_lut(out.pixel_array, out).shape[-1] == 3
+
+
+def test_the_report_counts_kept_files_only_and_never_overwrites_a_sop_instance(tmp_path) -> None:
+    import json
+
+    from orthanc_plugins.anon.deid.cli import main
+    from pixl_stack.studygen import write_study
+
+    folder = tmp_path / "Smith John 1954"  # input paths are often patient names
+    study = generate_study(StudySpec(series=1, instances_per_series=2), PATIENT)
+    study[1].SeriesDescription = PATIENT.name.replace("^", " ")  # a leak: quarantined
+    write_study(study, folder)
+    (folder / "copy.dcm").write_bytes((folder / "001-0001.dcm").read_bytes())  # same SOP UID
+    key = tmp_path / "key"
+    key.write_text(KEY.decode())
+    out = tmp_path / "out"
+    assert main(["--project", "demo", "--key-file", str(key), "--output", str(out),
+                 str(folder)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [f["status"] for f in report["files"]] == ["kept", "quarantined", "quarantined"]
+    assert "same SOP Instance UID as input #1" in report["files"][2]["reason"]
+    assert len(list(out.rglob("*.dcm"))) == 1
+    tags = {entry["tag"]: entry["outcomes"] for entry in report["tags"]}
+    assert tags["(0008,0020) StudyDate"] == [
+        {"action": "date shifted", "why": "date-shift (base.yaml)", "instances": 1}]
+    text = (out / "report.json").read_text() + (out / "report.md").read_text()
+    assert "Smith John" not in text and str(folder) not in text
+
+
+def test_pixel_attributes_are_read_right_in_implicit_vr(demo) -> None:
+    """In implicit VR the raw NumberOfFrames "1 " is two bytes, like a US value: it is read
+    as the IS it is, and the instance is checked and kept."""
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    ds = _one("CT")
+    ds.NumberOfFrames = 1
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    data = write_bytes(ds)
+    assert pydicom.dcmread(BytesIO(data)).original_encoding == (True, True)
+    result = deidentify_instance(data, demo, KEY)
+    assert result.status == KEPT, result.reason
+    assert "checked: nothing hidden" in result.pixel_actions

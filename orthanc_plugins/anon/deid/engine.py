@@ -323,7 +323,7 @@ def _deidentify_instance(
                  accept_opaque=project.config.deid_options.accept_opaque_private)
     apply_tag_rules(ds, walk)
     codes = add_deidentification_record(ds, walk, project.slug, masked)
-    replace_file_meta(ds, new_uids[SOP_INSTANCE_UID])
+    replace_file_meta(ds, new_uids[SOP_INSTANCE_UID], syntax)
 
     leaks = find_leaks(ds, identifiers)
     if leaks:
@@ -689,12 +689,12 @@ def _encoded_text(tag: int, vr: str, text: str, implicit: bool) -> bytes:
     return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(data)) + data
 
 
-def replace_file_meta(ds: Dataset, new_sop_instance_uid: str) -> None:
+def replace_file_meta(ds: Dataset, new_sop_instance_uid: str, syntax: str | None = None) -> None:
     """A new file meta: nothing of the source's (its AE titles, private info) is carried over.
 
     Its elements are encoded here (explicit VR little endian, as PS3.10 wants), which
     spares pydicom's validation of each one."""
-    syntax = _output_transfer_syntax(ds)
+    syntax = syntax or _output_transfer_syntax(ds)
     sop_class = _top_uid(ds, SOP_CLASS_UID)
     elements = (
         _meta_element(0x00020001, "OB", b"\x00\x01"),

@@ -81,6 +81,10 @@ _PIXEL_GROUP = 0x7FE0
 _METHOD_CODES = 0x00120064  # written by the engine from PS3.15 constants only
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
 _TEXT_DELIMITERS = {0x5C}
+# Text VRs decoded in their character set (others are ASCII by definition, or binary).
+_DECODED_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "UN", "OB"})
+# Character sets without code extensions, decoded directly (pydicom for the others).
+_SIMPLE_CODECS = {("iso8859",): "latin-1", ("latin_1",): "latin-1", ("UTF8",): "utf-8"}
 _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
            "september", "october", "november", "december")
 _SEPARATORS = re.compile(r"[\W_]+")
@@ -89,6 +93,9 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-
 # How a form is matched: as a word of the spaced text, inside the squashed text, or as
 # a number (no digit either side) inside the squashed text.
 WORD, INSIDE, NUMBER, UID = "word", "inside", "number", "uid"
+# Shorter forms are matched as words only: inside text they would match the engine's own
+# hex pseudonyms and ordinary words by chance.
+MIN_INSIDE = 6
 
 
 @dataclass(frozen=True)
@@ -114,106 +121,136 @@ def squashed(text: str) -> str:
 
 
 class IdentifierPattern:
-    """The source's identifiers, as three regexes over normalised text."""
+    """The source's identifiers, grouped by how they are matched. Matching is plain substring
+    and set work in C (str.find, set intersection): a regex alternation of some fifty
+    identifiers costs ten times more per instance."""
 
     def __init__(self, identifiers: dict[tuple[str, str], str], ignore: frozenset[str] = frozenset()
                  ) -> None:
         """`identifiers`: (form, how) -> kind. `ignore`: values the de-identification itself
         writes (dummies such as ANONYMOUS), which a source may hold and identify nobody."""
-        ignored = {squashed(value) for value in ignore}
-        kept = tuple(sorted((form, how, kind) for (form, how), kind in identifiers.items()
-                            if form and form not in ignored))
-        self._compiled = _compile(kept)
+        ignored = frozenset(squashed(value) for value in ignore)
+        self._uids = tuple((form, kind) for (form, how), kind in identifiers.items()
+                           if how == UID)
+        self._forms = _grouped(tuple(sorted((form, how, kind) for (form, how), kind
+                                            in identifiers.items() if how != UID)), ignored)
 
     def search(self, texts: list[str], raws: list[str], date_value: bool = False) -> str | None:
         """The kind of the first identifier in these values (decoded, and raw as they are),
         or None. `date_value`: date/time elements, where the study's own dates belong."""
-        words, inside, uids, kinds = self._compiled
-        subjects = ((words, "".join(map(spaced, texts))), (inside, "|".join(map(squashed, texts))),
-                    (uids, "\n".join(raws)))
-        for regex, subject in subjects:
-            if regex is None:
-                continue
-            for match in regex.finditer(subject):
-                kind = kinds[match.lastgroup or ""]
-                if not (date_value and kind in STUDY_DATE_TAGS.values()):
-                    return kind
+        words, phrases, inside, numbers = self._forms
+        # Normalised once for all values; "\n" between values keeps them apart.
+        parts = normalise("\n".join(texts)).split("\n")
+        wide = " " + " ".join(_SEPARATORS.sub(" ", part) for part in parts) + " "
+        narrow = "|".join(_SEPARATORS.sub("", part) for part in parts)
+        raw = "\n".join(raws)
+        hits = [words[word] for word in words.keys() & set(wide.split())]
+        hits += [kind for form, kind in phrases if form in wide]
+        hits += [kind for form, kind in inside if form in narrow]
+        hits += [kind for form, kind in numbers if _bounded(narrow, form, "0123456789")]
+        hits += [kind for form, kind in self._uids if _bounded(raw, form, "0123456789.")]
+        for kind in hits:
+            if not (date_value and kind in _STUDY_DATE_KINDS):
+                return kind
         return None
 
 
+_STUDY_DATE_KINDS = frozenset(STUDY_DATE_TAGS.values())
+
+
+def _bounded(text: str, form: str, neighbours: str) -> bool:
+    """Whether `form` occurs in `text` with no character of `neighbours` either side."""
+    start = text.find(form)
+    while start >= 0:
+        end = start + len(form)
+        if (start == 0 or text[start - 1] not in neighbours) and \
+                (end == len(text) or text[end] not in neighbours):
+            return True
+        start = text.find(form, start + 1)
+    return False
+
+
 @functools.lru_cache(maxsize=256)
-def _compile(identifiers: tuple[tuple[str, str, str], ...]):
-    """The regexes of one set of identifiers; memoised, as a study's instances share them."""
-    kinds: dict[str, str] = {}
-    parts: dict[str, list[str]] = {WORD: [], INSIDE: [], UID: []}
-    for index, (form, how, kind) in enumerate(identifiers):
-        name = f"i{index}"
-        kinds[name] = kind
-        escaped = re.escape(form)
-        if how == WORD:
-            parts[WORD].append(f"(?P<{name}> {escaped} )")
+def _grouped(identifiers: tuple[tuple[str, str, str], ...], ignored: frozenset[str]):
+    """Single words (a dict), phrases (space-delimited), inside and number forms; memoised,
+    as a study's instances share them."""
+    words: dict[str, str] = {}
+    phrases, inside, numbers = [], [], []
+    for form, how, kind in identifiers:
+        if form in ignored or form.replace(" ", "") in ignored:
+            continue
+        if how == WORD and " " not in form:
+            words.setdefault(form, kind)
+        elif how == WORD:
+            phrases.append((f" {form} ", kind))
         elif how == NUMBER:
-            parts[INSIDE].append(f"(?P<{name}>(?<!\\d){escaped}(?!\\d))")
-        elif how == UID:
-            parts[UID].append(f"(?P<{name}>(?<![\\d.]){escaped}(?![\\d.]))")
+            numbers.append((form, kind))
         else:
-            parts[INSIDE].append(f"(?P<{name}>{escaped})")
-    # Overlapping words share spaces: a lookahead keeps the space for the next word.
-    words = [p.replace(" )", ")(?= )", 1) for p in parts[WORD]]
-    return (re.compile("|".join(words)) if words else None,
-            re.compile("|".join(parts[INSIDE])) if parts[INSIDE] else None,
-            re.compile("|".join(parts[UID])) if parts[UID] else None, kinds)
+            inside.append((form, kind))
+    return words, tuple(phrases), tuple(inside), tuple(numbers)
 
 
 def source_identifiers(ds: Dataset) -> dict[tuple[str, str], str]:
     """(normalised form, how it is matched) -> kind (tag keyword), from the source's top level."""
     codec = text_codec(ds)
+    values = tuple((tag, tuple(text_values(ds, tag, codec)))
+                   for tag in (*NAME_TAGS, *ID_TAGS, *PLACE_TAGS, BIRTH_DATE, *STUDY_DATE_TAGS,
+                               MANUFACTURER))
+    other_ids: tuple[str, ...] = ()
+    if OTHER_PATIENT_IDS_SEQUENCE in ds._dict:
+        other_ids = tuple(value for item in sequence_items(ds, OTHER_PATIENT_IDS_SEQUENCE)
+                          for value in text_values(item, PATIENT_ID, codec))
+    found = dict(_derived(values, other_ids))  # memoised: a study's instances share them
+    for tag, kind in SOURCE_UID_TAGS.items():
+        for value in text_values(ds, tag, codec):
+            uid = value.rstrip("\x00 ")
+            if len(uid) >= 8:
+                found.setdefault((uid, UID), kind)
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def _derived(values: tuple[tuple[int, tuple[str, ...]], ...], other_ids: tuple[str, ...]
+             ) -> tuple[tuple[tuple[str, str], str], ...]:
+    by_tag = dict(values)
     found: dict[tuple[str, str], str] = {}
-    manufacturer_words = set(spaced(" ".join(text_values(ds, MANUFACTURER, codec))).split())
+    manufacturer_words = set(spaced(" ".join(by_tag[MANUFACTURER])).split())
 
     def add(form: str, how: str, kind: str) -> None:
         if form.strip():
             found.setdefault((form.strip(), how), kind)
 
     for tag, kind in NAME_TAGS.items():
-        for name in text_values(ds, tag, codec):
+        for name in by_tag[tag]:
             for group in name.split("="):  # alphabetic, ideographic, phonetic
                 _add_name(group, kind, add)
     for tag, kind in ID_TAGS.items():
-        for value in text_values(ds, tag, codec):
+        for value in by_tag[tag]:
             _add_identifier(value, kind, add)
-    if OTHER_PATIENT_IDS_SEQUENCE in ds._dict:
-        for item in sequence_items(ds, OTHER_PATIENT_IDS_SEQUENCE):
-            for value in text_values(item, PATIENT_ID, codec):
-                _add_identifier(value, "OtherPatientIDsSequence", add)
+    for value in other_ids:
+        _add_identifier(value, "OtherPatientIDsSequence", add)
     for tag, kind in PLACE_TAGS.items():
-        for value in text_values(ds, tag, codec):
+        for value in by_tag[tag]:
             _add_place(value, kind, add, manufacturer_words)
-    for value in text_values(ds, BIRTH_DATE, codec):
+    for value in by_tag[BIRTH_DATE]:
         _add_date(value, "PatientBirthDate", add)
     for tag, kind in STUDY_DATE_TAGS.items():
-        for value in text_values(ds, tag, codec):
+        for value in by_tag[tag]:
             _add_date(value, kind, add)
-    for tag, kind in SOURCE_UID_TAGS.items():
-        for value in text_values(ds, tag, codec):
-            uid = value.rstrip("\x00 ")
-            if len(uid) >= 8:
-                add(uid, UID, kind)
-    return found
+    return tuple(found.items())
 
 
 def _add_name(name: str, kind: str, add) -> None:
     components = [c for c in name.split("^")[:3] if c.strip()]  # family, given, middle
-    words: list[str] = []
     for component in components:
         if _CJK.search(component):
             form = squashed(component)
             add(form, INSIDE if len(form) >= 2 else WORD, kind)
             continue
         parts = spaced(component).split()
-        words.extend(parts)
         for part in parts:
-            add(part, WORD, kind)
+            if len(part) >= 2:  # an initial identifies nobody and is in every text
+                add(part, WORD, kind)
         if len(parts) > 1:  # O'Brien -> obrien, Smith-Jones -> smithjones
             add("".join(parts), WORD, kind)
     latin = [spaced(c).split() for c in components if not _CJK.search(c)]
@@ -223,16 +260,18 @@ def _add_name(name: str, kind: str, add) -> None:
     if len(latin) >= 2:  # given and family names run together, in either order
         family, given = "".join(latin[0]), "".join(latin[1])
         for joined in (family + given, given + family):
-            add(joined, INSIDE if len(joined) >= 6 else WORD, kind)
+            add(joined, INSIDE if len(joined) >= MIN_INSIDE else WORD, kind)
 
 
 def _add_identifier(value: str, kind: str, add) -> None:
     form = squashed(value)
     if len(form) < 3:  # "1", "A": such IDs match everywhere and identify nobody
         return
-    if len(form) >= 4:
-        add(form, NUMBER if form.isdigit() else INSIDE, kind)
-    else:
+    if form.isdigit():
+        add(form, NUMBER, kind)
+    elif len(form) >= MIN_INSIDE:
+        add(form, INSIDE, kind)
+    else:  # short: inside longer text it would match hashes and words by chance
         add(spaced(value).strip(), WORD, kind)
     digits = "".join(ch for ch in form if ch.isdigit())
     if len(digits) >= 6 and digits != form:  # an ID's number without its letters
@@ -252,7 +291,7 @@ def _add_place(value: str, kind: str, add, manufacturer_words: set[str]) -> None
                 add(" ".join(part_words), WORD, kind)
         for token in value.replace(",", " ").split():
             if any(c.isdigit() for c in token) and any(c.isalpha() for c in token):
-                add(squashed(token), INSIDE, kind)
+                add(spaced(token).strip(), WORD, kind)
 
 
 def _add_date(value: str, kind: str, add) -> None:
@@ -297,6 +336,7 @@ def _scannable(ds: Dataset, prefix: str, encodings: list[str]
     """(path prefix, tag, VR, decoded text, raw text) of every value at every depth."""
     if 0x00080005 in ds._dict and prefix:
         encodings = dataset_encodings(ds)  # an item's own character set
+    codec = _SIMPLE_CODECS.get(tuple(encodings))
     for tag in list(ds._dict):
         if tag >> 16 == _PIXEL_GROUP or int(tag) == _METHOD_CODES:  # int: BaseTag.__eq__ is slow
             continue
@@ -311,9 +351,13 @@ def _scannable(ds: Dataset, prefix: str, encodings: list[str]
             continue
         if isinstance(value, bytes):
             raw = value.decode("latin-1")
-            if vr in ("PN", "LO", "SH", "ST", "LT", "UT", "UC", "UN", "OB") or tag >> 16 & 1:
+            if vr == "UI":  # the engine's UIDs: only a source UID, raw, can be found there
+                yield prefix, tag, vr, "", raw
+                continue
+            if vr in _DECODED_VRS or tag >> 16 & 1:
                 try:
-                    text = decode_bytes(value, encodings, _TEXT_DELIMITERS)
+                    text = value.decode(codec) if codec else \
+                        decode_bytes(value, encodings, _TEXT_DELIMITERS)
                 except (UnicodeError, LookupError, ValueError):
                     text = raw
                 yield prefix, tag, vr, text, raw

@@ -34,14 +34,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames, parse_basic_offsets
+from pydicom.multival import MultiValue
 from pydicom.pixels.decoders.rle import _rle_decode_segment, _rle_parse_header
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
-from orthanc_plugins.anon.deid.values import element_vr
+from orthanc_plugins.anon.deid.values import element_vr, first_text, text_codec
 
 PIXEL_DATA = BaseTag(0x7FE00010)
 FLOAT_PIXEL_DATA = (BaseTag(0x7FE00008), BaseTag(0x7FE00009))
@@ -95,18 +97,17 @@ class PixelLayout:
     @classmethod
     def of(cls, ds: Dataset) -> PixelLayout:
         try:
-            bits_allocated = int(ds.BitsAllocated)
+            bits_allocated = _number(ds, 0x00280100)
+            bits_stored = _number(ds, 0x00280101, bits_allocated)
             layout = cls(
-                rows=int(ds.Rows), columns=int(ds.Columns),
-                frames=int(ds.get("NumberOfFrames") or 1), samples=int(ds.SamplesPerPixel),
-                bits_allocated=bits_allocated,
-                bits_stored=int(ds.get("BitsStored") or bits_allocated),
-                high_bit=int(ds.get("HighBit") if ds.get("HighBit") is not None
-                             else int(ds.get("BitsStored") or bits_allocated) - 1),
-                signed=int(ds.get("PixelRepresentation") or 0) == 1,
-                photometric=str(ds.get("PhotometricInterpretation") or "").strip().upper(),
+                rows=_number(ds, 0x00280010), columns=_number(ds, 0x00280011),
+                frames=_number(ds, 0x00280008, 1) or 1, samples=_number(ds, 0x00280002),
+                bits_allocated=bits_allocated, bits_stored=bits_stored,
+                high_bit=_number(ds, 0x00280102, bits_stored - 1),
+                signed=_number(ds, 0x00280103, 0) == 1,
+                photometric=first_text(ds, 0x00280004, text_codec(ds)).upper(),
             )
-        except (AttributeError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, struct.error):
             raise PixelCleaningError("the image pixel attributes are missing or invalid") from None
         if min(layout.rows, layout.columns, layout.frames, layout.samples) < 1 or not (
             1 <= layout.bits_stored <= layout.bits_allocated
@@ -122,6 +123,23 @@ class PixelLayout:
         count = self.rows * self.columns * self.frames * samples
         return math.ceil(count / 8) if self.bits_allocated == 1 else \
             count * (self.bits_allocated // 8)
+
+
+def _number(ds: Dataset, tag: int, default: int | None = None) -> int:
+    """An US or IS value read from the raw element (converting costs more than the rest)."""
+    elem = ds._dict.get(BaseTag(tag))
+    value = None if elem is None else elem.value
+    if value is None or value == b"" or value == "":
+        if default is None:
+            raise KeyError(tag)
+        return default
+    vr = elem.VR or dictionary_VR(tag)  # implicit VR: the dictionary's (US, or IS for frames)
+    if isinstance(value, bytes) and vr in ("US", "SS"):
+        little = elem.is_little_endian if isinstance(elem, RawDataElement) else True
+        return struct.unpack(("<" if little else ">") + ("H" if vr == "US" else "h"), value[:2])[0]
+    if isinstance(value, bytes):
+        return int(value.decode("ascii").strip(" \x00").split("\\")[0])
+    return int(value[0] if isinstance(value, list | MultiValue) else value)
 
 
 def clean_pixel_data(ds: Dataset, syntax: UID, little_endian: bool) -> list[str]:
@@ -181,10 +199,21 @@ def _cleared_unused_bits(data: bytes, layout: PixelLayout, little_endian: bool) 
         return None
     size = layout.bits_allocated // 8
     dtype = np.dtype(f"{'<' if little_endian else '>'}u{size}")
-    samples = np.frombuffer(data, dtype=dtype, count=layout.native_length // size)
+    count = layout.native_length // size
     low = layout.high_bit + 1 - layout.bits_stored
-    used = np.array(((1 << layout.bits_stored) - 1) << low, dtype=dtype)
-    cleared = samples & used
+    used = ((1 << layout.bits_stored) - 1) << low
+    samples = np.frombuffer(data, dtype=dtype, count=count)
+    if low == 0 and count:
+        # Clean data is the usual case, and a min/max reduction proves it without a copy:
+        # unsigned values below 2**BitsStored; signed ones in range when read as signed.
+        if not layout.signed and int(samples.max()) >> layout.bits_stored == 0:
+            return None
+        if layout.signed:
+            signed = samples.view(np.dtype(dtype.str.replace("u", "i")))
+            half = 1 << (layout.bits_stored - 1)
+            if -half <= int(signed.min()) and int(signed.max()) < half:
+                return None
+    cleared = samples & np.array(used, dtype=dtype)
     if layout.signed:
         above = np.array(((1 << layout.bits_allocated) - 1) ^ ((1 << (layout.high_bit + 1)) - 1),
                          dtype=dtype)
