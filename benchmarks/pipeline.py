@@ -180,6 +180,7 @@ def ftps_settings(stack: Stack) -> FtpsSettings:
 def orthanc_session(settings: Settings) -> requests.Session:
     session = requests.Session()
     session.auth = settings.orthanc_auth
+    session.verify = settings.http_verify
     return session
 
 
@@ -480,7 +481,8 @@ def main() -> int:
         configure_destination(stack, settings)
         nodes = chain_nodes(settings, port_base)
         start_chain(stack, settings, nodes)
-        client = RawClient(ClientConfig(settings.raw.url, *settings.orthanc_auth))
+        client = RawClient(ClientConfig(settings.raw.url, *settings.orthanc_auth,
+                                        ca_bundle=str(settings.tls_ca_bundle) if settings.tls_ca_bundle else None))
         client.set_controls(max_in_flight=IN_FLIGHT, studies_per_second=STUDIES_PER_SECOND)
 
         started = time.perf_counter()
