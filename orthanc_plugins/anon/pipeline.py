@@ -31,6 +31,7 @@ from orthanc_plugins.anon.deid.engine import (
 )
 from orthanc_plugins.anon.deid.filters import series_below_minimum
 from orthanc_plugins.anon.deid.id_map import record_id_map
+from orthanc_plugins.anon.practice import end_practice_job, is_practice_job
 from orthanc_plugins.common.job_queue import claim_job, move_job, renew_lease, schedule_retry
 from orthanc_plugins.common.orthanc_api import HttpOrthanc, OrthancApi, find_study, get_json
 from orthanc_plugins.common.secrets import SecretStore, project_key
@@ -197,6 +198,9 @@ class StudyAnonymiser:
     # -- dispatch ---------------------------------------------------------------
 
     def export(self, conn: psycopg.Connection, job: AnonJob) -> None:
+        if is_practice_job(conn, job.id):  # nothing leaves, nothing stays (anon/practice.py)
+            end_practice_job(conn, self.anon, job, self.owner)
+            return
         project = self.project(job.project_slug).config
         try:
             with tempfile.TemporaryDirectory(prefix="pixl-export-") as folder:

@@ -7,7 +7,7 @@ import socket
 import threading
 
 from orthanc_plugins.anon.pipeline import StudyAnonymiser
-from orthanc_plugins.common import db
+from orthanc_plugins.common import db, metrics
 from orthanc_plugins.common.orthanc_api import OrthancApi
 from orthanc_plugins.common.plugin_support import (
     ApiError,
@@ -63,6 +63,9 @@ class AnonService:
             return self.receive_study(request.json())
         if route == ("GET", "destinations"):
             return ApiResponse(200, {"destinations": list_destinations()})
+        if route == ("GET", "metrics"):
+            with db.connect(self.settings, autocommit=True) as conn:
+                return ApiResponse(200, metrics.render(conn, self.orthanc, "anon"), metrics.CONTENT_TYPE)
         raise ApiError(404, f"no route {request.method} /pixl/{request.path}")
 
     def receive_study(self, body: dict) -> ApiResponse:

@@ -42,11 +42,9 @@ def _claim_sql(states: tuple[str, ...], new_state: str, columns: tuple[str, ...]
     state_list = ", ".join(f"'{s}'" for s in states)
     return f"""
     WITH candidate AS (
-        SELECT id FROM study_jobs
-        WHERE state IN ({state_list}) AND next_attempt_at <= clock_timestamp()
-        ORDER BY next_attempt_at, id
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED)
+        -- highest priority first, equal priorities taking turns (migration 0012);
+        -- turns are counted by VNA transfers, the archive being the bottleneck
+        SELECT pixl_next_job(ARRAY[{state_list}], {"true" if "queued" in states else "false"}) AS id)
     UPDATE study_jobs j SET
         state = '{new_state}',
         attempts = j.attempts + 1,
