@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(orthanc orthanc-python orthanc-dicomweb orthanc-postgresql dcmtk postgresql
-              python3.11 python3.11-venv tmux)
+              python3.11 python3.11-venv tmux chromium)  # chromium: tests render the HTML report
 VENV=.venv
 
 missing=()

@@ -142,15 +142,15 @@ def _chart_svg(points: list[dict], total: int) -> str:
     for key, colour in (("finished", "#555"), ("exported", "#1a7f37")):
         path = " ".join(xy(t, p[key]) for t, p in zip(times, points))
         lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
-    minutes = span / 60
+    elapsed = f"+{span:.0f} s" if span < 120 else f"+{span / 60:.0f} min"
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"'
         ' aria-label="Studies finished and exported over time">'
         f'<rect x="{margin}" y="{margin}" width="{width - 2 * margin}" height="{height - 2 * margin}"'
         ' fill="none" stroke="#ccc"/>'
         + "".join(lines)
-        + f'<text x="{margin}" y="{height - 12}" font-size="12">{html.escape(points[0]["at"][:19])} UTC</text>'
-        f'<text x="{width - margin}" y="{height - 12}" font-size="12" text-anchor="end">+{minutes:.1f} min</text>'
+        + f'<text x="{margin}" y="{height - 12}" font-size="12">{_moment(points[0]["at"])}</text>'
+        f'<text x="{width - margin}" y="{height - 12}" font-size="12" text-anchor="end">{elapsed}</text>'
         f'<text x="{margin - 6}" y="{margin + 4}" font-size="12" text-anchor="end">{top}</text>'
         f'<text x="{margin - 6}" y="{height - margin}" font-size="12" text-anchor="end">0</text>'
         f'<text x="{margin + 8}" y="{margin + 16}" font-size="12" fill="#555">finished</text>'
@@ -159,12 +159,21 @@ def _chart_svg(points: list[dict], total: int) -> str:
     )
 
 
-def _table(headers: tuple[str, ...], rows: list[tuple]) -> str:
+def _moment(iso: str | None) -> str:
+    """A recorded time, to the second, in UTC (the reader may be anywhere)."""
+    if not iso:
+        return "-"
+    moment = datetime.datetime.fromisoformat(iso).astimezone(datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _table(headers: tuple[str, ...] | None, rows: list[tuple]) -> str:
     if not rows:
         return "<p>None.</p>"
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    head = "" if headers is None else (
+        "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr></thead>")
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{head}<tbody>{body}</tbody></table>"
 
 
 _STYLE = """
@@ -185,14 +194,14 @@ def render_html(report: dict[str, Any]) -> str:
         notes.append('<p class="practice">Practice run: studies were fetched and de-identified,'
                      " nothing was exported.</p>")
     if info["cancelled_at"]:
-        notes.append(f"<p class=\"practice\">Cancelled at {html.escape(info['cancelled_at'])}.</p>")
+        notes.append(f"<p class=\"practice\">Cancelled at {_moment(info['cancelled_at'])}.</p>")
     sections = [
         f"<h1>{html.escape(title)}</h1>",
         *notes,
-        _table(("", ""), [
-            ("source", info["source_kind"]), ("extract generated", info["generated_at"]),
-            ("loaded", info["loaded_at"]), ("priority", info["priority"]),
-            ("report made", report["generated_report_at"]),
+        _table(None, [
+            ("source", info["source_kind"]), ("extract generated", _moment(info["generated_at"])),
+            ("loaded", _moment(info["loaded_at"])), ("priority", info["priority"]),
+            ("report made", _moment(report["generated_report_at"])),
         ]),
         "<h2>Studies</h2>",
         _table(("", "studies"), [(k.replace("_", " "), v) for k, v in studies.items()]),
@@ -206,7 +215,7 @@ def render_html(report: dict[str, Any]) -> str:
         "<h2>Where things went</h2>",
         _table(("", "destination"), list(report["destinations"].items())),
         _table(("parquet export", "finished", "uploaded to", "error"),
-               [(e["state"], e["finished_at"] or "-", e["uploaded_to"] or "-", e["error"] or "")
+               [(e["state"], _moment(e["finished_at"]), e["uploaded_to"] or "-", e["error"] or "")
                 for e in report["parquet_exports"]]),
         "<h2>Failures and their reasons</h2>",
         _table(("state", "reason", "studies"), [(f["state"], f["reason"], f["studies"]) for f in report["failures"]]),

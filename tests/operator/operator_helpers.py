@@ -47,8 +47,9 @@ def cohort_csv(studies, folder: Path, project: str = PROJECT) -> Path:
     """A PIXL CSV cohort of the studies, as an extract with a timestamp of its own."""
     stamp = (datetime.datetime(2032, 1, 1) + datetime.timedelta(
         minutes=next(_stamps) + os.getpid() % 10_000)).isoformat() + "Z"
-    lines = ["procedure_id,mrn,accession_number,project_name,extract_generated_timestamp,"
-             "study_date,study_uid"]
+    header = ("procedure_id,mrn,accession_number,project_name,extract_generated_timestamp,"
+              "study_date,study_uid")
+    lines = [header]
     for index, study in enumerate(studies):
         lines.append(f"{index},{study.patient.mrn},{study.accession},{project},{stamp},"
                      f"{study.study_date.isoformat()},{study.study_uid}")

@@ -6,7 +6,14 @@ import collections
 
 import pytest
 import requests
-from operator_helpers import archive_studies, cohort_csv, jobs, upload_csv, wait_for_jobs, wait_until_ended
+from operator_helpers import (
+    archive_studies,
+    cohort_csv,
+    jobs,
+    upload_csv,
+    wait_for_jobs,
+    wait_until_ended,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from orthanc_plugins.anon.practice import PRACTICE_REASON
