@@ -19,7 +19,6 @@ from tui import exit_codes
 from tui.client import (
     ArchiveStudy,
     ClientConfig,
-    EffectiveLimits,
     ExtractStatus,
     InvalidInput,
     RawApiError,
@@ -27,7 +26,8 @@ from tui.client import (
     config_from_environment,
     prepare_upload,
 )
-from tui.widgets.formatting import when
+from tui.report_files import write_report
+from tui.schedule_text import effective_line, parse_window, window_text
 
 DEFAULT_POLL_SECONDS = 2.0
 
@@ -449,43 +449,6 @@ def cmd_controls(client: RawClient, args: argparse.Namespace, out: TextIO) -> in
     return exit_codes.OK
 
 
-def effective_line(limits: EffectiveLimits) -> str:
-    """What applies now and when it changes next, in one line."""
-    source = f"schedule window {limits.window}" if limits.window else "the controls"
-    line = (
-        f"{limits.studies_per_second:g} studies/s, at most {limits.max_in_flight} in flight "
-        f"({source})"
-    )
-    if limits.next_change_at:
-        line += f"; changes {when(limits.next_change_at)}"
-    return line
-
-
-def parse_window(text: str) -> dict[str, Any]:
-    """'weekdays 08:00-20:00 rate=1/min in-flight=1' as the REST API's window object."""
-    parts = text.split()
-    if len(parts) < 3 or "-" not in parts[1]:
-        raise InvalidInput(
-            f"window {text!r}: write 'DAYS HH:MM-HH:MM rate=R in-flight=N' (rate or in-flight or both)"
-        )
-    start, _, end = parts[1].partition("-")
-    window: dict[str, Any] = {"days": parts[0].split(","), "start": start, "end": end}
-    for setting in parts[2:]:
-        key, _, value = setting.partition("=")
-        try:
-            if key == "rate":
-                number, _, unit = value.partition("/")
-                per = {"": 1, "s": 1, "min": 60, "h": 3600}[unit]
-                window["studies_per_second"] = float(number) / per
-            elif key == "in-flight":
-                window["max_in_flight"] = int(value)
-            else:
-                raise InvalidInput(f"window {text!r}: unknown setting {key!r} (rate, in-flight)")
-        except (ValueError, KeyError):
-            raise InvalidInput(f"window {text!r}: {setting!r} is not a number (rate: R, R/min, R/h)") from None
-    return window
-
-
 def cmd_schedule(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
     if args.action == "set":
         if not args.time_zone or not args.window:
@@ -503,12 +466,7 @@ def cmd_schedule(client: RawClient, args: argparse.Namespace, out: TextIO) -> in
     else:
         print(f"schedule in {schedule.time_zone}:", file=out)
         for window in schedule.windows:
-            limits = []
-            if window.studies_per_second is not None:
-                limits.append(f"rate {window.studies_per_second:g}/s")
-            if window.max_in_flight is not None:
-                limits.append(f"in flight {window.max_in_flight}")
-            print(f"  {','.join(window.days)} {window.start}-{window.end}: {', '.join(limits)}", file=out)
+            print(f"  {window_text(window)}", file=out)
     print(f"now: {effective_line(schedule.effective)}", file=out)
     return exit_codes.OK
 
@@ -539,21 +497,13 @@ def cmd_cancel(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_report(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
-    folder = Path(args.output).expanduser()
-    if not folder.is_dir():
-        raise InvalidInput(f"--output {folder} is not a folder")
-    report = client.report(args.project, args.extract)
-    page = client.report_html(args.project, args.extract)
-    stem = folder / f"{args.project}-{args.extract}-report"
-    json_path, html_path = stem.with_suffix(".json"), stem.with_suffix(".html")
-    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    html_path.write_text(page, encoding="utf-8")
-    studies = report["studies"]
+    written = write_report(client, args.project, args.extract, Path(args.output))
+    studies = written.report["studies"]
     print(
         f"{args.project} / {args.extract}: {studies['requested']} requested, {studies['found']} found, "
         f"{studies['retrieved']} retrieved, {studies['exported']} exported\n"
-        f"report       {html_path}\n"
-        f"data         {json_path}",
+        f"report       {written.html_path}\n"
+        f"data         {written.json_path}",
         file=out,
     )
     return exit_codes.OK

@@ -51,13 +51,9 @@ class Window:
         }
 
     def describe(self) -> str:
-        limits = []
-        if self.studies_per_second is not None:
-            limits.append(f"{self.studies_per_second:g} studies/s")
-        if self.max_in_flight is not None:
-            limits.append(f"{self.max_in_flight} in flight")
+        """When the window runs, e.g. "mon,tue 08:00-20:00" (its limits are shown apart)."""
         end = MIDNIGHT_END if self.end is None else _format_time(self.end)
-        return f"{','.join(self.days)} {_format_time(self.start)}-{end}: {', '.join(limits)}"
+        return f"{','.join(self.days)} {_format_time(self.start)}-{end}"
 
     def occurrences(self, day: datetime.date, zone: ZoneInfo) -> tuple[datetime.datetime, datetime.datetime] | None:
         """This window's (start, end) on `day` (aware datetimes), if it runs that day."""
