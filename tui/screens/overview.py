@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
 
-from tui.client import CancelResult, ExtractStatus
+from tui.client import CancelResult, ExtractStatus, RawApiError
 from tui.report_files import WrittenReport, write_report
 from tui.screens.base import PixlScreen
 from tui.screens.confirm import ConfirmScreen
@@ -29,6 +29,9 @@ class OverviewScreen(PixlScreen):
     def __init__(self) -> None:
         super().__init__()
         self._extracts: dict[str, ExtractStatus] = {}
+        # Priorities asked for and not yet seen in a refresh: + pressed twice means two steps.
+        self._asked_priority: dict[str, int] = {}
+        self._sending_priority = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -49,6 +52,9 @@ class OverviewScreen(PixlScreen):
 
     def show(self, extracts: list[ExtractStatus]) -> None:
         self._extracts = {status.key: status for status in extracts}
+        for status in extracts:
+            if self._asked_priority.get(status.key) == status.priority:
+                del self._asked_priority[status.key]
         table = self.query_one(ExtractTable)
         table.show(extracts)
         self.query_one("#empty").display = not extracts
@@ -73,19 +79,38 @@ class OverviewScreen(PixlScreen):
         status = self.highlighted()
         if status is None:
             return
-        priority = min(5, max(1, status.priority + step))
-        if priority == status.priority:
+        current = self._asked_priority.get(status.key, status.priority)
+        priority = min(5, max(1, current + step))
+        if priority == current:
             self.notify(f"Priority is already {priority}: 1 to 5, 5 is fetched first.")
             return
+        self._asked_priority[status.key] = priority
+        if not self._sending_priority:
+            self._send_priority(status, priority)
+
+    def _send_priority(self, status: ExtractStatus, priority: int) -> None:
+        # One change at a time, so that the server ends with the last one asked for.
+        self._sending_priority = True
         self.call_server(
             lambda: self.client.set_priority(status.project, status.extract, priority),
             lambda value: self._priority_set(status, value),
             group="priority",
+            on_error=self._priority_failed,
         )
 
     def _priority_set(self, status: ExtractStatus, priority: int) -> None:
+        self._sending_priority = False
+        asked = self._asked_priority.get(status.key, priority)
+        if asked != priority:
+            self._send_priority(status, asked)
+            return
         self.notify(f"{status.project} / {status.extract}: priority {priority}.")
         self.reload()
+
+    def _priority_failed(self, error: RawApiError) -> None:
+        self._sending_priority = False
+        self._asked_priority.clear()
+        self.notify(str(error), severity="error", timeout=8)
 
     def action_report(self) -> None:
         status = self.highlighted()
