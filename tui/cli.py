@@ -444,8 +444,9 @@ def cmd_controls(client: RawClient, args: argparse.Namespace, out: TextIO) -> in
             f"{controls.in_flight}/{controls.max_in_flight}",
             file=out,
         )
-        if controls.effective is not None:
-            print(f"now          {effective_line(controls.effective)}", file=out)
+        schedule = client.schedule()
+        if schedule.windows:  # else the line above is what applies, at all times
+            print(f"now          {effective_line(schedule.effective)}", file=out)
     return exit_codes.OK
 
 

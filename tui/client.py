@@ -190,7 +190,6 @@ class Controls:
     studies_per_second: float
     paused: bool
     in_flight: int
-    effective: EffectiveLimits | None = None
 
 
 @dataclass(frozen=True)
@@ -626,7 +625,6 @@ def _controls(data: dict[str, Any]) -> Controls:
         studies_per_second=float(data["studies_per_second"]),
         paused=bool(data["paused"]),
         in_flight=int(data.get("in_flight", 0)),
-        effective=_effective(data["effective"]) if data.get("effective") else None,
     )
 
 

@@ -161,12 +161,7 @@ def retry_failures(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connectio
 
 def get_controls(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
     throttle.ensure_controls(conn, ctx.settings)
-    return ApiResponse(200, _controls_json(conn))
-
-
-def _controls_json(conn: psycopg.Connection) -> dict:
-    """The controls, and what applies now (they, or the schedule's window) until when."""
-    return throttle.read_controls(conn).as_json() | {"effective": schedules.effective_limits(conn).as_json()}
+    return ApiResponse(200, throttle.read_controls(conn).as_json())
 
 
 def put_controls(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
@@ -184,10 +179,10 @@ def put_controls(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection)
     if paused is not None and type(paused) is not bool:
         raise ApiError(400, "paused must be true or false")
     throttle.ensure_controls(conn, ctx.settings)
-    throttle.update_controls(
+    controls = throttle.update_controls(
         conn, max_in_flight=max_in_flight, studies_per_second=None if rate is None else float(rate), paused=paused
     )
-    return ApiResponse(200, _controls_json(conn))
+    return ApiResponse(200, controls.as_json())
 
 
 def get_schedule(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:

@@ -21,7 +21,6 @@ from psycopg.rows import dict_row
 from orthanc_plugins.common.projects import ProjectConfigError, load_project_by_slug
 from orthanc_plugins.common.settings import Settings
 
-WAITING_STATES = ("queued", "querying")
 END_STATES = ("exported", "not_found", "failed", "skipped")
 CHART_WIDTH, CHART_HEIGHT, CHART_MARGIN = 640, 240, 40
 
@@ -74,9 +73,12 @@ def extract_report(conn: psycopg.Connection, settings: Settings, project: str, e
         "SELECT state, count(*) FROM study_jobs WHERE extract_id = %s GROUP BY 1", (extract_id,)
     ).fetchall())
     requested = sum(counts.values())
-    retrieved = conn.execute(
-        "SELECT count(*) FROM study_jobs WHERE extract_id = %s AND state_times ? 'cached'", (extract_id,)
-    ).fetchone()[0]
+    # Found: an archive (or raw's cache) had it; retrieved: it was complete in raw.
+    found, retrieved = conn.execute(
+        "SELECT count(*) FILTER (WHERE state_times ?| array['retrieving', 'cached']),"
+        " count(*) FILTER (WHERE state_times ? 'cached') FROM study_jobs WHERE extract_id = %s",
+        (extract_id,),
+    ).fetchone()
     outcomes = conn.execute(
         "SELECT o.outcome, o.reason, sum(o.instances) FROM anon_outcomes o"
         " JOIN study_jobs j ON j.id = o.job_id WHERE j.extract_id = %s GROUP BY 1, 2 ORDER BY 3 DESC, 2",
@@ -101,7 +103,7 @@ def extract_report(conn: psycopg.Connection, settings: Settings, project: str, e
         "generated_report_at": datetime.datetime.now(datetime.UTC).isoformat(),
         "studies": {
             "requested": requested,
-            "found": requested - counts.get("not_found", 0) - sum(counts.get(s, 0) for s in WAITING_STATES),
+            "found": found,
             "not_found": counts.get("not_found", 0),
             "retrieved": retrieved,
             "exported": counts.get("exported", 0),

@@ -102,15 +102,6 @@ FIXED_PAYLOADS: dict[str, dict] = {
         "studies_per_second": 2.5,
         "paused": False,
         "in_flight": 3,
-        "effective": {
-            "in_flight": 3,
-            "max_in_flight": 1,
-            "studies_per_second": 1 / 60,
-            "paused": False,
-            "window": "mon,tue,wed,thu,fri 08:00-20:00",
-            "next_change_at": "2024-05-01T20:00:00+01:00",
-            "time_zone": "Europe/London",
-        },
     },
     "/pixl/controls/schedule": {
         "schedule": {

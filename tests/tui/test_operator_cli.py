@@ -50,9 +50,8 @@ def test_load_with_a_limit_and_a_priority_then_change_it_and_cancel(capsys, stac
     assert out.startswith(f"cancelled {status['project']} / {extract}: ")
     assert _status(capsys, extract)["cancelled_at"] is not None
     code, _, err = run(capsys, "cancel", status["project"], "no-such-extract", "--yes")
-    assert (code, err) == (exit_codes.INVALID_INPUT,
-                           "pixl-tui: no extract 'no-such-extract' of project "
-                           f"'{status['project']}'\n")
+    missing = f"pixl-tui: no extract 'no-such-extract' of project '{status['project']}'\n"
+    assert (code, err) == (exit_codes.INVALID_INPUT, missing)
 
     # Loading it again adds nothing, and says why.
     code, out, _ = run(capsys, "load", str(cohort), "--limit", "4", "--yes")

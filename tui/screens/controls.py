@@ -26,17 +26,17 @@ def controls_table(controls: Controls) -> Table:
     table.add_row("In flight now", str(controls.in_flight))
     table.add_row("In-flight limit", str(controls.max_in_flight))
     table.add_row("Rate", f"{controls.studies_per_second:g} studies per second")
-    if controls.effective is not None:
-        # What the archive sees now, and when that changes by itself: always on screen.
-        table.add_row("Now", effective_line(controls.effective))
     return table
 
 
 def schedule_text(schedule: Schedule) -> str:
+    # What the archive sees now, and when that changes by itself: always on screen.
+    lines = [f"Now: {effective_line(schedule.effective)}", ""]
     if schedule.time_zone is None or not schedule.windows:
-        return "Schedule: none, the controls apply at all times. s edits it."
-    lines = [f"Schedule ({schedule.time_zone}), s edits it:"]
-    lines += [f"  {window_text(window)}" for window in schedule.windows]
+        lines.append("Schedule: none, the controls apply at all times. s edits it.")
+    else:
+        lines.append(f"Schedule ({schedule.time_zone}), s edits it:")
+        lines += [f"  {window_text(window)}" for window in schedule.windows]
     return "\n".join(lines)
 
 

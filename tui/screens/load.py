@@ -150,7 +150,7 @@ class LoadScreen(PixlScreen):
         if summary.practice:
             message += ", a practice run: nothing will be exported"
         if summary.nothing_added():
-            message = f"{summary.project} / {summary.extract}: {summary.nothing_added()}"
+            message += f": {summary.nothing_added()}"
         self.query_one("#load-result", Static).update(message + ". Press o to watch them.")
         self.notify(message)
 

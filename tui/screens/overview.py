@@ -20,10 +20,10 @@ from tui.widgets.extract_table import ExtractTable, extract_details
 class OverviewScreen(PixlScreen):
     TITLE = "Extracts"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("plus,equals_sign", "priority(1)", "Priority up", key_display="+"),
-        Binding("minus", "priority(-1)", "Priority down", key_display="-"),
-        Binding("r", "report", "Write report"),
-        Binding("x", "cancel_extract", "Cancel extract"),
+        Binding("plus,equals_sign", "priority(1)", "Prio up", key_display="+"),
+        Binding("minus", "priority(-1)", "Prio down", key_display="-"),
+        Binding("r", "report", "Report"),
+        Binding("x", "cancel_extract", "Cancel"),
     ]
 
     def __init__(self) -> None:
