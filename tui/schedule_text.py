@@ -49,12 +49,12 @@ def window_text(window: ScheduleWindow) -> str:
 
 
 def _rate_text(per_second: float) -> str:
-    """0.016666 as 1/min: the unit in which the number is round (else per second)."""
+    """0.016666 as 1/min, 5 as 5/s: the unit in which the number is round (else per second)."""
     for unit in ("s", "min", "h"):
         amount = per_second * RATE_UNITS[unit]
         if abs(amount - round(amount)) < 1e-6 and round(amount) >= 1:
-            return f"{round(amount)}" if unit == "s" else f"{round(amount)}/{unit}"
-    return f"{per_second:g}"
+            return f"{round(amount)}/{unit}"
+    return f"{per_second:g}/s"
 
 
 def effective_line(limits: EffectiveLimits) -> str:
@@ -64,7 +64,7 @@ def effective_line(limits: EffectiveLimits) -> str:
     )
     state = "paused; " if limits.paused else ""
     line = (
-        f"{state}{_rate_text(limits.studies_per_second)} studies/s, at most {limits.max_in_flight}"
+        f"{state}rate {_rate_text(limits.studies_per_second)}, at most {limits.max_in_flight}"
         f" in flight, from {source}"
     )
     if limits.next_change_at:

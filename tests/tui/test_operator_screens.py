@@ -150,7 +150,7 @@ async def test_controls_screen_edits_the_schedule_and_shows_what_applies_now(res
         await wait_until(pilot, lambda: not isinstance(app.screen, ScheduleScreen), "saved")
         await wait_until(pilot, lambda: "schedule window mon,tue,wed,thu,fri,sat,sun 00:00-24:00"
                                         in screen_text(app), "the window now")
-        assert "2/min studies/s, at most 1 in flight" in screen_text(app)
+        assert "rate 2/min, at most 1 in flight" in screen_text(app)
         stored = client.schedule()
         assert (stored.time_zone, stored.windows[0].max_in_flight) == ("America/New_York", 1)
 
