@@ -155,3 +155,13 @@ def test_practice_run_counts_nothing_exported_and_a_real_load_replaces_it(conn, 
     with pytest.raises(ExtractError, match="was loaded for real"):
         load_extract(conn, pixl_settings, _extract(1, 2, "shared"), LoadOptions(practice=True))
     assert real_before["extract"] != real["extract"]
+
+
+def test_the_claim_function_takes_an_extra_condition_over_the_job(conn, pixl_settings):
+    # For claims narrowed further (anon's node affinity): the condition comes quoted.
+    _load(conn, pixl_settings, 1, 3, "extra", priority=2)
+    wanted = conn.execute("SELECT id FROM study_jobs ORDER BY id DESC LIMIT 1").fetchone()[0]
+    picked = conn.execute("SELECT pixl_next_job(ARRAY['queued'], false, %s)",
+                          (f"j.id = {int(wanted)}",)).fetchone()[0]
+    assert picked == wanted
+    assert conn.execute("SELECT pixl_next_job(ARRAY['queued'], false, 'false')").fetchone()[0] is None

@@ -19,24 +19,29 @@ CREATE INDEX study_jobs_anon_due_by_extract ON study_jobs (extract_id, next_atte
 -- The id of the next due job in one of `wanted` states, locked (SKIP LOCKED),
 -- taken from the highest-priority extract that has one, and among equal
 -- priorities from the extract served longest ago. With `serve` the chosen
--- extract is marked served. The state list is spliced in as literals so that
--- the partial indexes above serve both loops.
-CREATE FUNCTION pixl_next_job(wanted text[], serve boolean) RETURNS bigint
+-- extract is marked served. `extra` is an optional SQL condition over the job
+-- `j` (values already quoted, e.g. by psycopg's ClientCursor.mogrify). The state
+-- list is spliced in as literals so that the partial indexes above serve both
+-- loops; which extracts have due jobs is asked as of now() (stable, so an index
+-- bound; clock_timestamp() is not): a job due since the transaction began waits
+-- for the next claim.
+CREATE FUNCTION pixl_next_job(wanted text[], serve boolean, extra text DEFAULT '') RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     state_list text := (SELECT string_agg(quote_literal(s), ', ') FROM unnest(wanted) s);
+    condition text := CASE WHEN coalesce(extra, '') = '' THEN '' ELSE ' AND (' || extra || ')' END;
     candidate_extract bigint;
     job bigint;
 BEGIN
     FOR candidate_extract IN EXECUTE format(
         'SELECT e.id FROM extracts e WHERE EXISTS (SELECT 1 FROM study_jobs j'
-        ' WHERE j.extract_id = e.id AND j.state IN (%s) AND j.next_attempt_at <= clock_timestamp())'
-        ' ORDER BY e.priority DESC, e.last_served_at NULLS FIRST, e.id', state_list)
+        ' WHERE j.extract_id = e.id AND j.state IN (%s) AND j.next_attempt_at <= now()%s)'
+        ' ORDER BY e.priority DESC, e.last_served_at NULLS FIRST, e.id', state_list, condition)
     LOOP
         EXECUTE format(
-            'SELECT id FROM study_jobs WHERE extract_id = $1 AND state IN (%s)'
-            ' AND next_attempt_at <= clock_timestamp()'
-            ' ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED', state_list)
+            'SELECT j.id FROM study_jobs j WHERE j.extract_id = $1 AND j.state IN (%s)'
+            ' AND j.next_attempt_at <= clock_timestamp()%s'
+            ' ORDER BY j.next_attempt_at, j.id LIMIT 1 FOR UPDATE SKIP LOCKED', state_list, condition)
             INTO job USING candidate_extract;
         IF job IS NOT NULL THEN
             IF serve THEN
