@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(orthanc orthanc-python orthanc-dicomweb orthanc-postgresql orthanc-gdcm orthanc-webviewer
               dcmtk postgresql stunnel4
-              python3.11 python3.11-venv tmux openssh-server)
+              python3.11 python3.11-venv tmux openssh-server
+              chromium)  # chromium: tests render the HTML report and the web viewer
 VENV=.venv
 
 missing=()

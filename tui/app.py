@@ -12,6 +12,7 @@ from textual.screen import Screen
 
 from tui.client import AuthRefused, Health, RawApiError, RawClient, Unreachable
 from tui.screens.base import PixlScreen
+from tui.screens.confirm import ConfirmScreen
 from tui.screens.confirm_load import ConfirmLoadScreen
 from tui.screens.controls import ControlsScreen
 from tui.screens.export import ExportScreen
@@ -20,6 +21,8 @@ from tui.screens.file_picker import FilePickerScreen
 from tui.screens.help import HelpScreen
 from tui.screens.load import LoadScreen
 from tui.screens.overview import OverviewScreen
+from tui.screens.schedule import ScheduleScreen
+from tui.screens.vna import VnaScreen
 
 DEFAULT_REFRESH_SECONDS = 2.0
 SCREENS_BY_MODE: dict[str, type[PixlScreen]] = {
@@ -28,11 +31,14 @@ SCREENS_BY_MODE: dict[str, type[PixlScreen]] = {
     "failures": FailuresScreen,
     "controls": ControlsScreen,
     "export": ExportScreen,
+    "vna": VnaScreen,
 }
 # The dialogs whose keys the help lists after the screens'.
 DIALOGS: tuple[tuple[str, type[Screen]], ...] = (
     ("Confirming a load", ConfirmLoadScreen),
     ("Choosing a file", FilePickerScreen),
+    ("Editing the schedule", ScheduleScreen),
+    ("Confirming an action", ConfirmScreen),
 )
 
 
@@ -48,6 +54,7 @@ class PixlApp(App[None]):
         Binding("f", "switch_mode('failures')", "Failures"),
         Binding("c", "switch_mode('controls')", "Controls"),
         Binding("e", "switch_mode('export')", "Export"),
+        Binding("v", "switch_mode('vna')", "Archive"),
         Binding("question_mark,f1", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
     ]
@@ -128,6 +135,9 @@ class PixlApp(App[None]):
             "Parquet export",
             "Export an extract's parquet files",
             lambda: self.switch_mode("export"),
+        )
+        yield SystemCommand(
+            "Archive", "C-ECHO the VNA, C-FIND its studies", lambda: self.switch_mode("vna")
         )
         yield SystemCommand(
             "Pause transfers",

@@ -12,11 +12,14 @@ import json
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, TextIO
 
 from tui import exit_codes
 from tui.client import (
     PLAIN_HTTP_VARIABLE,
+    ArchiveStudy,
+    ClientConfig,
     ExtractStatus,
     InvalidInput,
     RawApiError,
@@ -25,6 +28,8 @@ from tui.client import (
     config_from_environment,
     prepare_upload,
 )
+from tui.report_files import write_report
+from tui.schedule_text import effective_line, parse_window, window_text
 
 DEFAULT_POLL_SECONDS = 2.0
 
@@ -49,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("path", help="a .csv cohort, or an OMOP ES extract folder")
     load.add_argument("--yes", "-y", action="store_true", help="queue without asking")
     load.add_argument("--dry-run", action="store_true", help="validate and summarise only")
+    load.add_argument("--limit", type=_positive_int, metavar="N", help="queue only the first N studies")
+    load.add_argument(
+        "--practice",
+        action="store_true",
+        help="fetch and de-identify, export nothing and keep nothing (try a project on real data)",
+    )
+    load.add_argument(
+        "--priority", type=_priority, metavar="1-5", help="5 is fetched first (default 1)"
+    )
     _add_wait(load, "wait until every study of the extract has finished")
 
     status = commands.add_parser("status", help="progress of every extract")
@@ -79,6 +93,53 @@ def build_parser() -> argparse.ArgumentParser:
     pause.add_argument("--pause", action="store_true", help="stop starting transfers")
     pause.add_argument("--resume", action="store_true", help="start transfers again")
     controls.add_argument("--json", action="store_true", help="machine-readable output")
+    schedule_commands = controls.add_subparsers(dest="controls_command", metavar="schedule")
+    schedule = schedule_commands.add_parser(
+        "schedule", help="the weekly schedule of the limits (show, set, clear)"
+    )
+    schedule.add_argument("action", nargs="?", choices=("show", "set", "clear"), default="show")
+    schedule.add_argument("--time-zone", help="IANA time zone of the windows, e.g. Europe/London")
+    schedule.add_argument(
+        "--window",
+        action="append",
+        default=[],
+        metavar="'DAYS HH:MM-HH:MM [rate=R] [in-flight=N]'",
+        help="a window, e.g. 'weekdays 08:00-20:00 rate=1/min in-flight=1' (repeat for more); "
+        "DAYS: mon,tue,... or weekdays, weekends, daily; R per second, or N/min, N/h",
+    )
+    schedule.add_argument("--json", action="store_true", help="machine-readable output")
+
+    priority = commands.add_parser("priority", help="change an extract's priority, also while it runs")
+    priority.add_argument("project")
+    priority.add_argument("extract")
+    priority.add_argument("priority", type=_priority, metavar="1-5", help="5 is fetched first")
+
+    cancel = commands.add_parser(
+        "cancel", help="cancel an extract: queued studies withdrawn, those in flight finish"
+    )
+    cancel.add_argument("project")
+    cancel.add_argument("extract")
+    cancel.add_argument("--yes", "-y", action="store_true", help="cancel without asking")
+
+    report = commands.add_parser("report", help="write an extract's report (HTML and JSON)")
+    report.add_argument("project")
+    report.add_argument("extract")
+    report.add_argument(
+        "--output", default=".", metavar="FOLDER", help="where to write it (default: here)"
+    )
+
+    vna = commands.add_parser("vna", help="the archive, seen from raw: echo, find")
+    vna_commands = vna.add_subparsers(dest="vna_command", metavar="COMMAND", required=True)
+    vna_commands.add_parser("echo", help="C-ECHO the archive from raw")
+    find = vna_commands.add_parser(
+        "find", help="C-FIND studies in the archive through raw (the values are never logged)"
+    )
+    find.add_argument("--mrn")
+    find.add_argument("--accession")
+    find.add_argument("--study-uid")
+    find.add_argument("--date", metavar="FROM[-TO]", help="YYYY-MM-DD or YYYYMMDD, or a range")
+    find.add_argument("--modality", help="e.g. CT")
+    find.add_argument("--json", action="store_true", help="machine-readable output")
 
     audit = commands.add_parser("audit", help="who read or sent identifiable data, who changed what")
     audit.add_argument("--user", help="one user's records")
@@ -97,6 +158,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _priority(text: str) -> int:
+    value = _positive_int(text)
+    if value > 5:
+        raise argparse.ArgumentTypeError("must be 1 to 5")
+    return value
 
 
 def _add_wait(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -197,36 +275,55 @@ def cmd_plugins(client: RawClient, args: argparse.Namespace, out: TextIO) -> int
 
 def cmd_load(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
     upload = prepare_upload(args.path)
-    summary = client.load_extract(upload, dry_run=True)
+    options = {"limit": args.limit, "practice": args.practice, "priority": args.priority}
+    summary = client.load_extract(upload, dry_run=True, **options)
     destination = ", ".join(f"{kind}: {name}" for kind, name in summary.destination.items())
+    limited = (
+        f", the first {summary.studies} of {summary.studies_in_extract} (--limit)"
+        if summary.limit and summary.studies_in_extract != summary.studies
+        else ""
+    )
     print(
         f"project      {summary.project}\n"
         f"extract      {summary.extract}\n"
         f"studies      {summary.studies} ({summary.queued} to queue, "
-        f"{summary.already_exported} already exported)\n"
+        f"{summary.already_exported} already exported{limited})\n"
         f"modalities   {', '.join(summary.modalities) or '-'}\n"
-        f"destination  {destination or '-'}",
+        f"destination  {destination or '-'}"
+        + (" (practice run: nothing will be exported)" if summary.practice else "")
+        + f"\npriority     {summary.priority}",
         file=out,
     )
     for problem in summary.destination_problems:
         print(f"problem      {problem}", file=out)
+    if summary.nothing_added():
+        print(summary.nothing_added(), file=out)
     if args.dry_run:
         return exit_codes.OK
-    if not args.yes and not _confirmed(f"Queue {summary.queued} studies? [y/N] ", out):
+    what = "Practice on" if summary.practice else "Queue"
+    if not args.yes and not _confirmed(f"{what} {summary.queued} studies? [y/N] ", out):
         print(
             "Not queued." + ("" if sys.stdin.isatty() else " Pass --yes to queue without asking."),
             file=sys.stderr,
         )
         return exit_codes.DECLINED
-    queued = client.load_extract(upload, dry_run=False)
+    queued = client.load_extract(upload, dry_run=False, **options)
     print(
         f"queued {queued.queued} of {queued.studies} studies of "
-        f"{queued.project} / {queued.extract}",
+        f"{queued.project} / {queued.extract}" + (" (practice run)" if queued.practice else ""),
         file=out,
     )
+    if queued.nothing_added():
+        print(queued.nothing_added(), file=out)
     if not args.wait:
         return exit_codes.OK
     status = _wait_for_extract(client, queued.project, queued.extract, args, out)
+    if status.practice:
+        print(
+            "practice run: nothing was exported and no de-identified copy kept; "
+            f"`pixl-tui report {status.project} {status.extract}` shows what was kept and dropped",
+            file=out,
+        )
     return exit_codes.PARTIAL_FAILURE if status.problems else exit_codes.OK
 
 
@@ -265,8 +362,18 @@ def _sleep_or_time_out(poll: float, deadline: float | None, what: str) -> None:
 
 def _status_line(status: ExtractStatus) -> str:
     counts = " ".join(f"{state}={n}" for state, n in status.counts.items() if n)
+    marks = "".join(
+        f" [{mark}]"
+        for mark, shown in (
+            ("practice", status.practice),
+            ("cancelled", status.cancelled_at),
+            (f"priority {status.priority}", status.priority != 1),
+        )
+        if shown
+    )
     return (
-        f"{status.project} / {status.extract}: {status.finished}/{status.total} finished ({counts})"
+        f"{status.project} / {status.extract}{marks}: "
+        f"{status.finished}/{status.total} finished ({counts})"
     )
 
 
@@ -372,6 +479,8 @@ def cmd_retry(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_controls(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
+    if args.controls_command == "schedule":
+        return cmd_schedule(client, args, out)
     paused = True if args.pause else False if args.resume else None
     if args.rate is None and args.in_flight is None and paused is None:
         controls = client.controls()
@@ -388,7 +497,108 @@ def cmd_controls(client: RawClient, args: argparse.Namespace, out: TextIO) -> in
             f"{controls.in_flight}/{controls.max_in_flight}",
             file=out,
         )
+        schedule = client.schedule()
+        if schedule.windows:  # else the line above is what applies, at all times
+            print(f"now          {effective_line(schedule.effective)}", file=out)
     return exit_codes.OK
+
+
+def cmd_schedule(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
+    if args.action == "set":
+        if not args.time_zone or not args.window:
+            raise InvalidInput("schedule set needs --time-zone and at least one --window")
+        schedule = client.set_schedule(args.time_zone, [parse_window(w) for w in args.window])
+    elif args.action == "clear":
+        schedule = client.clear_schedule()
+    else:
+        schedule = client.schedule()
+    if args.json:
+        _print_json(asdict(schedule), out)
+        return exit_codes.OK
+    if schedule.time_zone is None or not schedule.windows:
+        print("no schedule: the controls apply at all times", file=out)
+    else:
+        print(f"schedule in {schedule.time_zone}:", file=out)
+        for window in schedule.windows:
+            print(f"  {window_text(window)}", file=out)
+    print(f"now: {effective_line(schedule.effective)}", file=out)
+    return exit_codes.OK
+
+
+def cmd_priority(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
+    priority = client.set_priority(args.project, args.extract, args.priority)
+    print(f"{args.project} / {args.extract}: priority {priority}", file=out)
+    return exit_codes.OK
+
+
+def cmd_cancel(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
+    question = (
+        f"Cancel {args.project} / {args.extract}? Its queued studies are withdrawn. [y/N] "
+    )
+    if not args.yes and not _confirmed(question, out):
+        print(
+            "Not cancelled." + ("" if sys.stdin.isatty() else " Pass --yes to cancel without asking."),
+            file=sys.stderr,
+        )
+        return exit_codes.DECLINED
+    result = client.cancel(args.project, args.extract)
+    print(
+        f"cancelled {result.project} / {result.extract}: {result.withdrawn} queued studies withdrawn, "
+        f"{result.in_flight} in flight will finish, {result.exported} exported stay recorded",
+        file=out,
+    )
+    return exit_codes.OK
+
+
+def cmd_report(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
+    written = write_report(client, args.project, args.extract, Path(args.output))
+    studies = written.report["studies"]
+    print(
+        f"{args.project} / {args.extract}: {studies['requested']} requested, {studies['found']} found, "
+        f"{studies['retrieved']} retrieved, {studies['exported']} exported\n"
+        f"report       {written.html_path}\n"
+        f"data         {written.json_path}",
+        file=out,
+    )
+    return exit_codes.OK
+
+
+def cmd_vna(client: RawClient, args: argparse.Namespace, out: TextIO) -> int:
+    if args.vna_command == "echo":
+        echo = client.vna_echo()
+        if not echo.ok:
+            print(f"pixl-tui: {echo.modality}: {echo.error}", file=sys.stderr)
+            return exit_codes.UNREACHABLE
+        print(f"{echo.modality} answered the C-ECHO from raw in {echo.seconds * 1000:.0f} ms", file=out)
+        return exit_codes.OK
+    studies = client.vna_find(
+        mrn=args.mrn, accession=args.accession, study_uid=args.study_uid, date=args.date,
+        modality=args.modality,
+    )
+    if args.json:
+        _print_json([asdict(study) for study in studies], out)
+        return exit_codes.OK
+    print(find_table(studies), file=out)
+    return exit_codes.OK
+
+
+def find_table(studies: list[ArchiveStudy]) -> str:
+    if not studies:
+        return "no study in the archive matches"
+    rows = [("date", "modality", "series", "instances", "in raw's cache")]
+    rows += [
+        (
+            study.study_date or "-",
+            ",".join(study.modalities) or "-",
+            "-" if study.series is None else str(study.series),
+            "-" if study.instances is None else str(study.instances),
+            study.cached,
+        )
+        for study in studies
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines + [f"{len(studies)} studies"])
 
 
 def _print_json(value: Any, out: TextIO) -> None:
@@ -407,4 +617,8 @@ COMMANDS = {
     "retry": cmd_retry,
     "controls": cmd_controls,
     "audit": cmd_audit,
+    "priority": cmd_priority,
+    "cancel": cmd_cancel,
+    "report": cmd_report,
+    "vna": cmd_vna,
 }

@@ -153,6 +153,22 @@ class LoadSummary:
     destination: dict[str, str]
     dry_run: bool
     destination_problems: list[str] = field(default_factory=list)
+    studies_in_extract: int | None = None  # before --limit
+    limit: int | None = None
+    practice: bool = False
+    priority: int = 1
+    loaded_before: bool = False  # the extract was loaded before: its studies are queued already
+
+    def nothing_added(self) -> str | None:
+        """Why a load queued nothing, in plain words; None if it queued something."""
+        if self.queued:
+            return None
+        if self.loaded_before:
+            return (f"nothing to queue: this extract was loaded before "
+                    f"(its {self.studies} studies are queued already or have ended)")
+        if self.already_exported and self.already_exported == self.studies:
+            return f"nothing to queue: all {self.already_exported} studies were exported before"
+        return "nothing to queue"
 
 
 @dataclass(frozen=True)
@@ -166,6 +182,9 @@ class ExtractStatus:
     eta_seconds: float | None
     last_error: str | None
     last_error_at: str | None
+    priority: int = 1
+    practice: bool = False
+    cancelled_at: str | None = None
 
     @property
     def key(self) -> str:
@@ -204,11 +223,67 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class EffectiveLimits:
+    """What applies now: the controls, or the schedule's window, and until when."""
+
+    max_in_flight: int
+    studies_per_second: float
+    paused: bool
+    window: str | None
+    next_change_at: str | None
+    time_zone: str | None
+
+
+@dataclass(frozen=True)
 class Controls:
     max_in_flight: int
     studies_per_second: float
     paused: bool
     in_flight: int
+
+
+@dataclass(frozen=True)
+class ScheduleWindow:
+    days: list[str]
+    start: str
+    end: str
+    max_in_flight: int | None
+    studies_per_second: float | None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    time_zone: str | None  # None: no schedule stored
+    windows: list[ScheduleWindow]
+    effective: EffectiveLimits
+
+
+@dataclass(frozen=True)
+class EchoResult:
+    ok: bool
+    modality: str
+    seconds: float
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ArchiveStudy:
+    """One study the archive holds (no identifier: the query's values stay with the operator)."""
+
+    study_date: str | None
+    modalities: list[str]
+    series: int | None
+    instances: int | None
+    cached: str  # complete | partial | no
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    project: str
+    extract: str
+    withdrawn: int
+    in_flight: int
+    exported: int
 
 
 @dataclass(frozen=True)
@@ -321,13 +396,27 @@ class RawClient:
     def health(self) -> Health:
         return self._call("GET", "/pixl/health", _health)
 
-    def load_extract(self, upload: ExtractUpload, *, dry_run: bool) -> LoadSummary:
+    def load_extract(
+        self,
+        upload: ExtractUpload,
+        *,
+        dry_run: bool,
+        limit: int | None = None,
+        practice: bool = False,
+        priority: int | None = None,
+    ) -> LoadSummary:
         # Orthanc 1.10 drops the query string of POST requests: parameters are headers.
         headers = {"Content-Type": upload.content_type}
         if upload.content_type == "text/csv":
             headers["X-PIXL-Filename"] = upload.filename
         if dry_run:
             headers["X-PIXL-Dry-Run"] = "1"
+        if limit is not None:
+            headers["X-PIXL-Limit"] = str(limit)
+        if practice:
+            headers["X-PIXL-Practice"] = "1"
+        if priority is not None:
+            headers["X-PIXL-Priority"] = str(priority)
         return self._call(
             "POST",
             "/pixl/extracts",
@@ -413,6 +502,48 @@ class RawClient:
     def plugins(self) -> PluginListing:
         return self._call("GET", "/pixl/plugins", _plugins)
 
+    def schedule(self) -> Schedule:
+        return self._call("GET", "/pixl/controls/schedule", _schedule)
+
+    def set_schedule(self, time_zone: str, windows: list[dict[str, Any]]) -> Schedule:
+        body = {"time_zone": time_zone, "windows": windows}
+        return self._call("PUT", "/pixl/controls/schedule", _schedule, json=body)
+
+    def clear_schedule(self) -> Schedule:
+        return self._call("DELETE", "/pixl/controls/schedule", _schedule)
+
+    def set_priority(self, project: str, extract: str, priority: int) -> int:
+        body = {"project": project, "extract": extract, "priority": priority}
+        return self._call("PUT", "/pixl/extracts/priority", lambda d: int(d["priority"]), json=body)
+
+    def cancel(self, project: str, extract: str) -> CancelResult:
+        return self._call(
+            "POST", "/pixl/extracts/cancel", _cancel, json={"project": project, "extract": extract}
+        )
+
+    def report(self, project: str, extract: str) -> dict[str, Any]:
+        """The extract's report as JSON (docs/rest-api.md)."""
+        params = {"project": project, "extract": extract}
+        return self._call("GET", "/pixl/extracts/report", dict, params=params)
+
+    def report_html(self, project: str, extract: str) -> str:
+        params = {"project": project, "extract": extract, "format": "html"}
+        return self._text("GET", "/pixl/extracts/report", params=params)
+
+    def vna_echo(self) -> EchoResult:
+        return self._call("POST", "/pixl/vna/echo", _echo, json={})
+
+    def vna_find(self, **criteria: str | None) -> list[ArchiveStudy]:
+        """C-FIND through raw; the criteria go in the body, never in a URL or a log."""
+        body = {k: v for k, v in criteria.items() if v}
+        return self._call("POST", "/pixl/vna/find", _archive_studies, json=body)
+
+    def _text(self, method: str, path: str, **kwargs: Any) -> str:
+        """A call answering a text document (HTML), with the usual errors."""
+        response = self._send(method, path, timeout=REQUEST_TIMEOUT_SECONDS, **kwargs)
+        self._raise_for_error(response, method, path)
+        return response.text
+
     def _call(
         self,
         method: str,
@@ -432,10 +563,10 @@ class RawClient:
                 f"{method} {path} answered outside docs/rest-api.md ({type(exc).__name__}: {exc})"
             ) from None
 
-    def _request(self, method: str, path: str, *, timeout: float, **kwargs: Any) -> dict[str, Any]:
+    def _send(self, method: str, path: str, *, timeout: float, **kwargs: Any) -> requests.Response:
         url = self.config.url + path
         try:
-            response = self._session.request(method, url, timeout=timeout, verify=self._verify, **kwargs)
+            return self._session.request(method, url, timeout=timeout, verify=self._verify, **kwargs)
         except requests.Timeout:
             raise Unreachable(
                 f"the raw plugin at {self.config.url} did not answer within {timeout:g} s"
@@ -444,6 +575,16 @@ class RawClient:
             raise Unreachable(
                 f"cannot reach the raw plugin at {self.config.url}: {_reason(exc)}"
             ) from None
+
+    def _request(self, method: str, path: str, *, timeout: float, **kwargs: Any) -> dict[str, Any]:
+        response = self._send(method, path, timeout=timeout, **kwargs)
+        payload = self._raise_for_error(response, method, path)
+        if not isinstance(payload, dict):
+            raise ServerError(f"{method} {path} answered something that is not a JSON object")
+        return payload
+
+    def _raise_for_error(self, response: requests.Response, method: str, path: str) -> Any:
+        """The answer's JSON (or None); an error status raised as the right RawApiError."""
         if response.status_code in (401, 403):
             raise AuthRefused(
                 f"the raw plugin at {self.config.url} refused the credentials of user "
@@ -461,8 +602,6 @@ class RawClient:
                 )
             message = message or f"HTTP {response.status_code} from {method} {path}"
             raise (ServerError if response.status_code >= 500 else InvalidInput)(message)
-        if not isinstance(payload, dict):
-            raise ServerError(f"{method} {path} answered something that is not a JSON object")
         return payload
 
 
@@ -539,6 +678,11 @@ def _load_summary(data: dict[str, Any]) -> LoadSummary:
         destination=dict(data.get("destination") or {}),
         dry_run=bool(data["dry_run"]),
         destination_problems=list(data.get("destination_problems") or []),
+        studies_in_extract=data.get("studies_in_extract"),
+        limit=data.get("limit"),
+        practice=bool(data.get("practice", False)),
+        priority=int(data.get("priority", 1)),
+        loaded_before=bool(data.get("loaded_before", False)),
     )
 
 
@@ -554,6 +698,9 @@ def _extracts(data: dict[str, Any]) -> list[ExtractStatus]:
             eta_seconds=item.get("eta_seconds"),
             last_error=item.get("last_error"),
             last_error_at=item.get("last_error_at"),
+            priority=int(item.get("priority", 1)),
+            practice=bool(item.get("practice", False)),
+            cancelled_at=item.get("cancelled_at"),
         )
         for item in data["extracts"]
     ]
@@ -622,6 +769,64 @@ def _controls(data: dict[str, Any]) -> Controls:
         paused=bool(data["paused"]),
         in_flight=int(data.get("in_flight", 0)),
     )
+
+
+def _effective(data: dict[str, Any]) -> EffectiveLimits:
+    return EffectiveLimits(
+        max_in_flight=int(data["max_in_flight"]),
+        studies_per_second=float(data["studies_per_second"]),
+        paused=bool(data["paused"]),
+        window=data.get("window"),
+        next_change_at=data.get("next_change_at"),
+        time_zone=data.get("time_zone"),
+    )
+
+
+def _schedule(data: dict[str, Any]) -> Schedule:
+    stored = data.get("schedule") or {}
+    windows = [
+        ScheduleWindow(
+            days=list(w["days"]),
+            start=w["start"],
+            end=w["end"],
+            max_in_flight=w.get("max_in_flight"),
+            studies_per_second=w.get("studies_per_second"),
+        )
+        for w in stored.get("windows", [])
+    ]
+    return Schedule(stored.get("time_zone"), windows, _effective(data["effective"]))
+
+
+def _cancel(data: dict[str, Any]) -> CancelResult:
+    return CancelResult(
+        project=data["project"],
+        extract=data["extract"],
+        withdrawn=int(data["withdrawn"]),
+        in_flight=int(data["in_flight"]),
+        exported=int(data["exported"]),
+    )
+
+
+def _echo(data: dict[str, Any]) -> EchoResult:
+    return EchoResult(
+        ok=bool(data["ok"]),
+        modality=data.get("modality", ""),
+        seconds=float(data.get("seconds", 0)),
+        error=data.get("error"),
+    )
+
+
+def _archive_studies(data: dict[str, Any]) -> list[ArchiveStudy]:
+    return [
+        ArchiveStudy(
+            study_date=item.get("study_date"),
+            modalities=list(item.get("modalities") or []),
+            series=item.get("series"),
+            instances=item.get("instances"),
+            cached=item["cached"],
+        )
+        for item in data["studies"]
+    ]
 
 
 def _export(data: dict[str, Any]) -> Export:

@@ -40,6 +40,7 @@ from orthanc_plugins.anon.deid.id_map import record_id_map
 from orthanc_plugins.anon.exports import ExportTurn, finish_export, take_export_turn
 from orthanc_plugins.anon.fetching import prefetch_instances
 from orthanc_plugins.anon.lifecycle import notify_study_exported
+from orthanc_plugins.anon.practice import end_practice_job, is_practice_job
 from orthanc_plugins.anon.staging import StagedStudy
 from orthanc_plugins.common.failures import classify
 from orthanc_plugins.common.job_queue import (
@@ -289,6 +290,9 @@ class StudyAnonymiser:
             logger.warning("job %s: the staged study %s is not on this anon; de-identifying it again",
                            job.id, job.pseudo_study_uid)
             move_job(conn, job.id, self.owner, "anonymising", anon_node=self.node)
+            return
+        if is_practice_job(conn, job.id):  # nothing leaves, nothing stays (anon/practice.py)
+            end_practice_job(conn, job, self.owner, staged, self._anon_client(), self.node)
             return
         project = self.project(job.project_slug).config
         pseudo_study_uid = job.pseudo_study_uid or ""

@@ -14,7 +14,7 @@ import psycopg
 from orthanc_plugins.anon import copies
 from orthanc_plugins.anon.lifecycle import notify_pending
 from orthanc_plugins.anon.pipeline import StudyAnonymiser
-from orthanc_plugins.common import db
+from orthanc_plugins.common import db, metrics
 from orthanc_plugins.common.hook_events import recent_hook_errors
 from orthanc_plugins.common.liveness import ProcessHeartbeat, WorkerBeats
 from orthanc_plugins.common.orthanc_api import HttpOrthanc, OrthancApi
@@ -118,6 +118,9 @@ class AnonService:
             with db.connect(self.settings) as conn:
                 errors = recent_hook_errors(conn)
             return ApiResponse(200, {"plugins": list_plugins(), "hook_errors": errors})
+        if route == ("GET", "metrics"):
+            with db.connect(self.settings, autocommit=True) as conn:
+                return ApiResponse(200, metrics.render(conn, self.orthanc, "anon"), metrics.CONTENT_TYPE)
         raise ApiError(404, f"no route {request.method} /pixl/{request.path}")
 
     def receive_study(self, body: dict) -> ApiResponse:

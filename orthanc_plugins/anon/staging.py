@@ -72,6 +72,12 @@ class StagedStudy:
         os.replace(self.partial, self.path)
         return self.path
 
+    def instance_uids(self) -> list[tuple[str, str]]:
+        """(series UID, SOP Instance UID) of every instance in the published zip."""
+        with zipfile.ZipFile(self.path) as archive:
+            names = [name for name in archive.namelist() if name.endswith(".dcm")]
+        return [tuple(name.removesuffix(".dcm").split("/", 1)) for name in names]  # type: ignore[misc]
+
     def discard(self) -> None:
         self._close()
         for path in (self.partial, self.path):

@@ -82,16 +82,15 @@ _CRASHED_HOLDER = """
 
 
 @cache
-def _claim_sql(states: tuple[str, ...], new_state: str, columns: tuple[str, ...], where: str) -> str:
+def _claim_sql(states: tuple[str, ...], new_state: str, columns: tuple[str, ...]) -> str:
     _states_sql((new_state,))  # validates it
     state_list = _states_sql(states)
     return f"""
     WITH candidate AS (
-        SELECT id FROM study_jobs j
-        WHERE state IN ({state_list}) AND next_attempt_at <= clock_timestamp() {where}
-        ORDER BY next_attempt_at, id
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED)
+        -- highest priority first, equal priorities taking turns (migration 0012);
+        -- turns are counted by VNA transfers, the archive being the bottleneck
+        SELECT pixl_next_job(ARRAY[{state_list}], {"true" if "queued" in states else "false"},
+                             %(extra)s) AS id)
     UPDATE study_jobs j SET
         state = '{new_state}',
         crashes = j.crashes + CASE WHEN {_CRASHED_HOLDER} THEN 1 ELSE 0 END,
@@ -122,16 +121,18 @@ def claim_job(
     """Take the next due job in one of `states`, move it to `new_state` under a lease.
 
     `row_class` is a dataclass whose field names are `study_jobs` columns.
-    `where` adds SQL conditions over the candidate `j` (with `params`).
+    `where` adds SQL conditions over the candidate `j` (with `params`), handed to
+    `pixl_next_job` (migration 0012) with its values quoted.
     A job that has taken `max_crashes` processes down is set aside as
     failed, and the next one is taken.
     """
     fields = tuple(field.name for field in dataclasses.fields(row_class))  # type: ignore[arg-type]
-    sql = _claim_sql(states, new_state, fields, f"AND ({where})" if where else "")
+    sql = _claim_sql(states, new_state, fields)
+    extra = psycopg.ClientCursor(conn).mogrify(where, params or {}) if where else ""
     while True:
         with conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(sql, {"owner": owner, "lease": lease_seconds,
-                                    "dead_after": dead_after_seconds, **(params or {})}).fetchone()
+                                    "dead_after": dead_after_seconds, "extra": extra}).fetchone()
         if row is None:
             return None
         if row["crashes"] >= max_crashes:

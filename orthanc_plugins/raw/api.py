@@ -11,17 +11,19 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import requests
 from psycopg.rows import dict_row
 
+from orthanc_plugins.common import metrics, schedules
 from orthanc_plugins.common.hook_events import recent_hook_errors
 from orthanc_plugins.common.orthanc_api import OrthancApi, get_json
 from orthanc_plugins.common.plugin_support import ApiError, ApiRequest, ApiResponse, health
 from orthanc_plugins.common.settings import Settings
-from orthanc_plugins.raw import cache_hold, queue, throttle
-from orthanc_plugins.raw.extracts import ExtractError, queue_extract, read_upload
+from orthanc_plugins.raw import cache_hold, extract_controls, queue, report, throttle, vna
+from orthanc_plugins.raw.extracts import ExtractError, read_upload
 from orthanc_plugins.raw.parquet_export import ParquetExportError, run_parquet_export
 from pixl_hooks import plugins
 
@@ -33,7 +35,7 @@ THROUGHPUT_WINDOW_MINUTES = 10
 class ApiContext:
     settings: Settings
     connect: Callable[[], psycopg.Connection]  # an autocommit connection, closed by the caller
-    orthanc: OrthancApi | None = None  # raw's own Orthanc (for its cache's statistics)
+    orthanc: OrthancApi | None = None  # raw's own Orthanc (the VNA routes and the metrics need it)
 
 
 Route = Callable[[ApiContext, ApiRequest, psycopg.Connection], ApiResponse]
@@ -58,16 +60,36 @@ def post_extract(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection)
                 request.body, request.headers.get("content-type", ""),
                 Path(request.query.get("filename", "cohort.csv")).name, Path(workdir),
             )
-            summary = queue_extract(conn, ctx.settings, extract, dry_run=dry_run)
+            summary = extract_controls.load_extract(
+                conn, ctx.settings, extract, _load_options(request), dry_run=dry_run)
         except ExtractError as exc:
             raise ApiError(400, str(exc)) from None
-    return ApiResponse(200, summary.as_json())
+    return ApiResponse(200, summary)
+
+
+def _load_options(request: ApiRequest) -> extract_controls.LoadOptions:
+    """`limit`, `practice` and `priority` of a load (X-PIXL-Limit ... headers)."""
+    def whole_number(name: str) -> int | None:
+        text = request.query.get(name, "").strip()
+        if not text:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            raise ExtractError(f"{name} must be a whole number") from None
+
+    return extract_controls.LoadOptions(
+        limit=whole_number("limit"),
+        practice=request.query.get("practice", "0").lower() in ("1", "true", "yes"),
+        priority=whole_number("priority"),
+    )
 
 
 def list_extracts(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
     extracts = []
     rows = conn.cursor(row_factory=dict_row).execute(
-        "SELECT e.id, e.project_slug AS project, e.extract_name AS extract, e.loaded_at FROM extracts e"
+        "SELECT e.id, e.project_slug AS project, e.extract_name AS extract, e.loaded_at,"
+        " e.priority, e.practice, e.cancelled_at FROM extracts e"
         " ORDER BY e.loaded_at, e.id"
     ).fetchall()
     for row in rows:
@@ -97,6 +119,8 @@ def _extract_progress(conn: psycopg.Connection, row: dict) -> dict:
         "eta_seconds": _eta_seconds(remaining, throughput),
         "last_error": last[0] if last else None,
         "last_error_at": last[1].isoformat() if last else None,
+        "priority": row["priority"], "practice": row["practice"],
+        "cancelled_at": row["cancelled_at"].isoformat() if row["cancelled_at"] else None,
     }
 
 
@@ -163,6 +187,105 @@ def put_controls(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection)
     return ApiResponse(200, controls.as_json())
 
 
+def get_schedule(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    throttle.ensure_controls(conn, ctx.settings)
+    return ApiResponse(200, _schedule_json(conn))
+
+
+def _schedule_json(conn: psycopg.Connection) -> dict:
+    schedule = schedules.read_schedule(conn)
+    return {"schedule": schedule.as_json() if schedule else None,
+            "effective": schedules.effective_limits(conn).as_json()}
+
+
+def put_schedule(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    try:
+        schedule = schedules.parse_schedule(_object_body(request))
+    except schedules.ScheduleError as exc:
+        raise ApiError(400, f"schedule: {exc}") from None
+    throttle.ensure_controls(conn, ctx.settings)
+    schedules.store_schedule(conn, schedule)
+    return ApiResponse(200, _schedule_json(conn))
+
+
+def delete_schedule(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    throttle.ensure_controls(conn, ctx.settings)
+    schedules.clear_schedule(conn)
+    return ApiResponse(200, _schedule_json(conn))
+
+
+# --- an extract's priority, cancel, report ----------------------------------------
+
+
+def _project_and_extract(values: dict[str, Any]) -> tuple[str, str]:
+    project, extract = values.get("project"), values.get("extract")
+    if not isinstance(project, str) or not isinstance(extract, str) or not project or not extract:
+        raise ApiError(400, "name the extract: project (slug) and extract (name)")
+    return project, extract
+
+
+def put_priority(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    body = _object_body(request)
+    project, extract = _project_and_extract(body)
+    priority = body.get("priority")
+    if type(priority) is not int:
+        raise ApiError(400, "priority must be an integer 1 to 5")
+    try:
+        extract_controls.set_priority(conn, project, extract, priority)
+    except extract_controls.ExtractNotFound as exc:
+        raise ApiError(404, str(exc)) from None
+    except ExtractError as exc:
+        raise ApiError(400, str(exc)) from None
+    return ApiResponse(200, {"project": project, "extract": extract, "priority": priority})
+
+
+def cancel_extract(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    project, extract = _project_and_extract(_object_body(request))
+    try:
+        result = extract_controls.cancel_extract(conn, project, extract)
+    except extract_controls.ExtractNotFound as exc:
+        raise ApiError(404, str(exc)) from None
+    return ApiResponse(200, {"project": project, "extract": extract, **result.as_json()})
+
+
+def get_report(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    project, extract = _project_and_extract(request.query)
+    try:
+        answer = report.extract_report(conn, ctx.settings, project, extract)
+    except report.ReportNotFound as exc:
+        raise ApiError(404, str(exc)) from None
+    if request.query.get("format", "json") == "html":
+        return ApiResponse(200, report.render_html(answer).encode(), "text/html; charset=utf-8")
+    return ApiResponse(200, answer)
+
+
+# --- the archive, seen from raw (C-ECHO, C-FIND) -----------------------------------
+
+
+def _raw_orthanc(ctx: ApiContext) -> OrthancApi:
+    if ctx.orthanc is None:
+        raise ApiError(503, "this route needs raw's Orthanc, which this server was not given")
+    return ctx.orthanc
+
+
+def post_vna_echo(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    return ApiResponse(200, vna.echo(_raw_orthanc(ctx), ctx.settings.vna.name).as_json())
+
+
+def post_vna_find(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    """C-FIND; the criteria travel in the body, so that no log line of any server holds them."""
+    try:
+        studies = vna.find(_raw_orthanc(ctx), ctx.settings.vna.name, _object_body(request))
+    except vna.VnaQueryError as exc:
+        raise ApiError(400, str(exc)) from None
+    return ApiResponse(200, {"modality": ctx.settings.vna.name, "studies": studies})
+
+
+def get_metrics(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection) -> ApiResponse:
+    page = metrics.render(conn, ctx.orthanc, "raw", ctx.settings.raw_max_storage_mb * 1024 * 1024)
+    return ApiResponse(200, page, metrics.CONTENT_TYPE)
+
+
 # --- parquet exports and destinations (implemented by other modules) -------------
 
 
@@ -174,6 +297,9 @@ def start_export(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection)
     if conn.execute("SELECT 1 FROM extracts WHERE project_slug = %s AND extract_name = %s",
                     (project, extract)).fetchone() is None:
         raise ApiError(404, f"no extract {extract!r} of project {project!r}")
+    if conn.execute("SELECT practice FROM extracts WHERE project_slug = %s AND extract_name = %s",
+                    (project, extract)).fetchone()[0]:
+        raise ApiError(409, f"extract {extract!r} is a practice run: it exports nothing")
     try:
         result = run_parquet_export(conn, ctx.settings, project, extract)
     except ParquetExportError as exc:
@@ -287,4 +413,13 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "destinations"): list_destinations,
     ("GET", "pipeline"): get_pipeline,
     ("GET", "plugins"): list_plugins,
+    ("GET", "controls/schedule"): get_schedule,
+    ("PUT", "controls/schedule"): put_schedule,
+    ("DELETE", "controls/schedule"): delete_schedule,
+    ("PUT", "extracts/priority"): put_priority,
+    ("POST", "extracts/cancel"): cancel_extract,
+    ("GET", "extracts/report"): get_report,
+    ("POST", "vna/echo"): post_vna_echo,
+    ("POST", "vna/find"): post_vna_find,
+    ("GET", "metrics"): get_metrics,
 }

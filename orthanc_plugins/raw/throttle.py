@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from orthanc_plugins.common import schedules
 from orthanc_plugins.common.settings import Settings
 from orthanc_plugins.raw.cache_hold import over_hold_limit
 from orthanc_plugins.raw.queue import StudyJob, claim_next_job
@@ -116,12 +117,13 @@ def claim_transfer_job(
         return None, 1.0
     with conn.transaction():
         row = conn.execute(
-            "SELECT max_in_flight, studies_per_second, paused,"
-            " least(greatest(1.0, studies_per_second), tokens + studies_per_second"
-            "   * extract(epoch FROM clock_timestamp() - tokens_updated_at))"
+            "SELECT tokens, extract(epoch FROM clock_timestamp() - tokens_updated_at)"
             " FROM transfer_controls FOR UPDATE"
         ).fetchone()
-        max_in_flight, rate, paused, tokens = int(row[0]), float(row[1]), bool(row[2]), float(row[3])
+        # The controls, or the weekly schedule's window that applies now (schedules.py).
+        limits = schedules.effective_limits(conn)
+        max_in_flight, rate, paused = limits.max_in_flight, limits.studies_per_second, limits.paused
+        tokens = min(bucket_capacity(rate), float(row[0]) + rate * float(row[1]))
         if paused or max_in_flight == 0:
             return None, 1.0
         if conn.execute(_IN_FLIGHT_UP_TO, (max_in_flight,)).fetchone()[0] >= max_in_flight:

@@ -30,6 +30,7 @@ def test_csv_upload_dry_run_then_load_then_list(ctx, conn, pixl_format_inputs):
         "project": "test-extract-uclh-omop-cdm", "extract": "2023-12-07t14-08-58", "studies": 1,
         "queued": 1, "already_exported": 0, "modalities": ["DX", "CR"],
         "destination": {"dicom": "ftps", "parquet": "ftps"}, "dry_run": True,
+        "studies_in_extract": 1, "limit": None, "practice": False, "priority": 1, "loaded_before": False,
         # This test's secret store is empty: the operator is told before confirming.
         "destination_problems": [f"secret 'test--ftp--{name}' is not set"
                                  for name in ("host", "port", "username", "password")],

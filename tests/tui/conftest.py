@@ -11,6 +11,7 @@ import datetime
 import itertools
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +21,10 @@ import requests
 from requests.adapters import BaseAdapter
 
 from tui.client import ClientConfig, RawClient
+
+# Times are shown in the operator's local time: the same zone for every run of the snapshots.
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 FIXED_URL = "http://raw.pixl.test"
 # These tests drive pixl-tui against local servers that speak plain HTTP.
@@ -60,6 +65,9 @@ FIXED_PAYLOADS: dict[str, dict] = {
                 "eta_seconds": 72,
                 "last_error": "C-MOVE from the VNA timed out after 120 s",
                 "last_error_at": "2024-05-01T09:12:00+00:00",
+                "priority": 3,
+                "practice": False,
+                "cancelled_at": None,
             },
             {
                 "project": "ms-pinpoint-test",
@@ -71,6 +79,9 @@ FIXED_PAYLOADS: dict[str, dict] = {
                 "eta_seconds": None,
                 "last_error": None,
                 "last_error_at": None,
+                "priority": 1,
+                "practice": True,
+                "cancelled_at": None,
             },
         ]
     },
@@ -102,6 +113,29 @@ FIXED_PAYLOADS: dict[str, dict] = {
         "paused": False,
         "in_flight": 3,
     },
+    "/pixl/controls/schedule": {
+        "schedule": {
+            "time_zone": "Europe/London",
+            "windows": [
+                {
+                    "days": ["mon", "tue", "wed", "thu", "fri"],
+                    "start": "08:00",
+                    "end": "20:00",
+                    "max_in_flight": 1,
+                    "studies_per_second": 1 / 60,
+                }
+            ],
+        },
+        "effective": {
+            "in_flight": 3,
+            "max_in_flight": 1,
+            "studies_per_second": 1 / 60,
+            "paused": False,
+            "window": "mon,tue,wed,thu,fri 08:00-20:00",
+            "next_change_at": "2024-05-01T20:00:00+01:00",
+            "time_zone": "Europe/London",
+        },
+    },
     "/pixl/exports": {
         "exports": [
             {
@@ -121,13 +155,32 @@ FIXED_PAYLOADS: dict[str, dict] = {
 }
 
 
+# The archive's answers (POST, their criteria travel in the body).
+FIXED_POST_PAYLOADS: dict[str, dict] = {
+    "/pixl/vna/echo": {"ok": True, "modality": "vna", "seconds": 0.012, "error": None},
+    "/pixl/vna/find": {
+        "modality": "vna",
+        "studies": [
+            {"study_date": "2021-03-04", "modalities": ["CT"], "series": 3, "instances": 240,
+             "cached": "complete"},
+            {"study_date": "2022-07-19", "modalities": ["MR", "SR"], "series": 6, "instances": 512,
+             "cached": "partial"},
+            {"study_date": "2023-11-30", "modalities": ["DX"], "series": 1, "instances": 2,
+             "cached": "no"},
+        ],
+    },
+}
+
+
 class FixedPayloadAdapter(BaseAdapter):
-    """Answers GETs from FIXED_PAYLOADS, the way raw would; anything else is a 404."""
+    """Answers GETs from FIXED_PAYLOADS (and the archive's POSTs from FIXED_POST_PAYLOADS),
+    the way raw would; anything else is a 404."""
 
     def send(self, request, **_kwargs):
         response = requests.Response()
-        payload = FIXED_PAYLOADS.get(urlsplit(request.url).path)
-        response.status_code = 200 if payload is not None and request.method == "GET" else 404
+        payloads = FIXED_POST_PAYLOADS if request.method == "POST" else FIXED_PAYLOADS
+        payload = payloads.get(urlsplit(request.url).path)
+        response.status_code = 200 if payload is not None and request.method in ("GET", "POST") else 404
         body = payload if response.status_code == 200 else {"error": "not in the fixed payloads"}
         response._content = json.dumps(body).encode()
         response.headers["Content-Type"] = "application/json"

@@ -51,3 +51,25 @@ def test_controls_layout(snap_compare, fixed_client):
 def test_export_layout(snap_compare, fixed_client):
     app = PixlApp(fixed_client, refresh_seconds=NEVER)
     assert snap_compare(app, press=["e"], terminal_size=SIZE, run_before=settled)
+
+
+def test_archive_screen_after_a_find(snap_compare, fixed_client):
+    app = PixlApp(fixed_client, refresh_seconds=NEVER)
+
+    async def find(pilot: Pilot) -> None:
+        await pilot.press("v")
+        await pilot.click("#date")
+        await pilot.press(*"2021-01-01-2023-12-31", "enter")
+        await settled(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=find)
+
+
+def test_schedule_dialog_layout(snap_compare, fixed_client):
+    app = PixlApp(fixed_client, refresh_seconds=NEVER)
+    assert snap_compare(app, press=["c", "s"], terminal_size=SIZE, run_before=settled)
+
+
+def test_cancel_confirmation_layout(snap_compare, fixed_client):
+    app = PixlApp(fixed_client, refresh_seconds=NEVER)
+    assert snap_compare(app, press=["x"], terminal_size=SIZE, run_before=settled)

@@ -21,12 +21,23 @@ def summary_table(summary: LoadSummary) -> Table:
     table.add_column()
     table.add_row("Project", summary.project)
     table.add_row("Extract", summary.extract)
-    table.add_row("Studies", str(summary.studies))
+    studies = str(summary.studies)
+    if summary.limit and summary.studies_in_extract not in (None, summary.studies):
+        studies += f" (the first of {summary.studies_in_extract}: limit)"
+    table.add_row("Studies", studies)
     table.add_row("To queue", str(summary.queued))
     table.add_row("Already exported", str(summary.already_exported))
     table.add_row("Modalities", ", ".join(summary.modalities) or "—")
     destination = ", ".join(f"{kind}: {name}" for kind, name in summary.destination.items())
     table.add_row("Destination", destination or "—")
+    table.add_row("Priority", f"{summary.priority} (5 is fetched first)")
+    if summary.practice:
+        table.add_row(
+            Text("Practice run", style="bold yellow"),
+            "fetched and de-identified, nothing exported, nothing kept",
+        )
+    if summary.nothing_added():
+        table.add_row(Text("Nothing to do", style="bold yellow"), summary.nothing_added())
     for problem in summary.destination_problems:
         # Not a refusal: fetching can start while someone fixes the destination's settings.
         table.add_row(Text("Problem", style="bold red"), Text(problem))
@@ -48,8 +59,9 @@ class ConfirmLoadScreen(ModalScreen[bool]):
             yield Label("Queue this extract?", classes="dialog-title")
             yield Static(summary_table(self.summary), id="summary")
             with Horizontal(classes="dialog-buttons"):
+                verb = "Practise on" if self.summary.practice else "Queue"
                 yield Button(
-                    f"Queue {self.summary.queued} studies (y)", id="yes", variant="primary"
+                    f"{verb} {self.summary.queued} studies (y)", id="yes", variant="primary"
                 )
                 yield Button("Cancel (n)", id="no")
 

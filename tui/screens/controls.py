@@ -11,8 +11,10 @@ from textual.containers import Horizontal, Vertical
 from textual.validation import Integer, Number
 from textual.widgets import Button, Footer, Header, Input, Label, Static
 
-from tui.client import Controls
+from tui.client import Controls, Schedule
+from tui.schedule_text import effective_line, window_text
 from tui.screens.base import PixlScreen
+from tui.screens.schedule import ScheduleScreen
 from tui.widgets.connection_bar import ConnectionBar
 
 
@@ -27,6 +29,17 @@ def controls_table(controls: Controls) -> Table:
     return table
 
 
+def schedule_text(schedule: Schedule) -> str:
+    # What the archive sees now, and when that changes by itself: always on screen.
+    lines = [f"Now: {effective_line(schedule.effective)}", ""]
+    if schedule.time_zone is None or not schedule.windows:
+        lines.append("Schedule: none, the controls apply at all times. s edits it.")
+    else:
+        lines.append(f"Schedule ({schedule.time_zone}), s edits it:")
+        lines += [f"  {window_text(window)}" for window in schedule.windows]
+    return "\n".join(lines)
+
+
 class ControlsScreen(PixlScreen):
     TITLE = "Controls"
     # Focus no input at first, so that the letter keys switch screens at once.
@@ -34,17 +47,20 @@ class ControlsScreen(PixlScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         # The inputs only take numbers, so a letter can act even while one has focus.
         Binding("p", "toggle_pause", "Pause/Resume", priority=True),
+        Binding("s", "edit_schedule", "Schedule", priority=True),
         Binding("escape", "leave_input", "Leave input"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.current: Controls | None = None
+        self.schedule: Schedule | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield ConnectionBar(id="connection")
         yield Static(id="current")
+        yield Static(id="schedule")
         with Vertical(id="controls-form"):
             with Horizontal(classes="field"):
                 yield Label("Rate (studies per second)")
@@ -64,7 +80,28 @@ class ControlsScreen(PixlScreen):
         self.query_one("#controls-error").display = False
 
     def reload(self) -> None:
-        self.call_server(self.client.controls, self.show)
+        self.call_server(lambda: (self.client.controls(), self.client.schedule()), self._show_both)
+
+    def _show_both(self, answers: tuple[Controls, Schedule]) -> None:
+        self.show(answers[0])
+        self.show_schedule(answers[1])
+
+    def show_schedule(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+        self.query_one("#schedule", Static).update(schedule_text(schedule))
+
+    def action_edit_schedule(self) -> None:
+        if self.schedule is None:
+            self.notify("The schedule has not been read yet.")
+            return
+
+        def changed(schedule: Schedule | None) -> None:
+            if schedule is not None:
+                self.show_schedule(schedule)
+                self.notify("Schedule saved." if schedule.windows else "Schedule cleared.")
+                self.reload()
+
+        self.app.push_screen(ScheduleScreen(self.client, self.schedule), changed)
 
     def show(self, controls: Controls) -> None:
         first = self.current is None

@@ -13,6 +13,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Select, Static
 from tui.client import Export, ExtractStatus
 from tui.screens.base import PixlScreen
 from tui.widgets.connection_bar import ConnectionBar
+from tui.widgets.formatting import when
 from tui.widgets.live_table import LiveTable
 
 STATE_STYLES = {"running": "yellow", "done": "green", "failed": "bold red"}
@@ -34,8 +35,8 @@ def export_row(export: Export) -> list[object]:
         export.project,
         export.extract,
         Text(export.state, style=STATE_STYLES.get(export.state, "")),
-        export.started_at or "",
-        export.finished_at or "",
+        when(export.started_at) if export.started_at else "",
+        when(export.finished_at) if export.finished_at else "",
         export.export_dir or "",
         export.uploaded_to or "",
     ]

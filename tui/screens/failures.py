@@ -12,6 +12,7 @@ from textual.widgets import Footer, Header, Static
 from tui.client import Failure
 from tui.screens.base import PixlScreen
 from tui.widgets.connection_bar import ConnectionBar
+from tui.widgets.formatting import when
 from tui.widgets.live_table import LiveTable
 
 COLUMNS = (
@@ -32,7 +33,7 @@ def failure_row(failure: Failure) -> list[object]:
         failure.extract,
         Text(failure.state, style="red" if failure.state == "failed" else "yellow"),
         str(failure.attempts),
-        failure.updated_at or "",
+        when(failure.updated_at),
         failure.last_error or "",
     ]
 

@@ -7,12 +7,13 @@ Nothing is queued before the operator has seen what the server understood
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Footer, Header, Input, Label, Static
+from textual.validation import Integer
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
 
 from tui.client import ExtractUpload, LoadSummary, RawApiError, prepare_upload
 from tui.screens.base import PixlScreen
@@ -39,6 +40,19 @@ class LoadScreen(PixlScreen):
                 yield Input(placeholder="path of the extract", id="path")
                 yield Button("Browse…", id="browse")
                 yield Button("Check", id="check", variant="primary")
+            with Horizontal(id="load-options"):
+                yield Label("Only the first")
+                yield Input(
+                    placeholder="all", id="limit", type="integer", validators=[Integer(minimum=1)]
+                )
+                yield Label("studies   Priority")
+                yield Select(
+                    [(f"{n}" + (" (first)" if n == 5 else ""), n) for n in range(1, 6)],
+                    value=1,
+                    allow_blank=False,
+                    id="priority",
+                )
+                yield Checkbox("Practice run: export nothing, keep nothing", id="practice")
             yield Static(id="path-error", classes="error")
             yield Static(id="load-result")
         yield Footer()
@@ -81,29 +95,46 @@ class LoadScreen(PixlScreen):
         except RawApiError as error:
             self._show_error(str(error))
             return
+        try:
+            options = self.load_options()
+        except ValueError as error:
+            self._show_error(str(error))
+            return
         self.query_one("#load-result", Static).update(f"Checking {upload.source} …")
         self.call_server(
-            lambda: self.client.load_extract(upload, dry_run=True),
-            lambda summary: self._confirm(upload, summary),
+            lambda: self.client.load_extract(upload, dry_run=True, **options),
+            lambda summary: self._confirm(upload, summary, options),
             group="load",
             on_error=self._show_error,
         )
 
-    def _confirm(self, upload: ExtractUpload, summary: LoadSummary) -> None:
+    def load_options(self) -> dict[str, Any]:
+        """--limit, --priority and --practice as the form says."""
+        limit = self.query_one("#limit", Input)
+        result = limit.validate(limit.value)
+        if limit.value.strip() and result is not None and not result.is_valid:
+            raise ValueError(f"The limit {limit.value!r} is not a whole number of studies, at least 1.")
+        return {
+            "limit": int(limit.value) if limit.value.strip() else None,
+            "priority": self.query_one("#priority", Select).value,
+            "practice": self.query_one("#practice", Checkbox).value,
+        }
+
+    def _confirm(self, upload: ExtractUpload, summary: LoadSummary, options: dict[str, Any]) -> None:
         self.query_one("#load-result", Static).update("")
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._queue(upload)
+                self._queue(upload, options)
             else:
                 self.query_one("#load-result", Static).update("Not queued.")
 
         self.app.push_screen(ConfirmLoadScreen(summary), answered)
 
-    def _queue(self, upload: ExtractUpload) -> None:
+    def _queue(self, upload: ExtractUpload, options: dict[str, Any]) -> None:
         self.query_one("#load-result", Static).update(f"Queueing {upload.source} …")
         self.call_server(
-            lambda: self.client.load_extract(upload, dry_run=False),
+            lambda: self.client.load_extract(upload, dry_run=False, **options),
             self._queued,
             group="load",
             on_error=self._show_error,
@@ -116,6 +147,10 @@ class LoadScreen(PixlScreen):
         )
         if summary.already_exported:
             message += f" ({summary.already_exported} already exported)"
+        if summary.practice:
+            message += ", a practice run: nothing will be exported"
+        if summary.nothing_added():
+            message += f": {summary.nothing_added()}"
         self.query_one("#load-result", Static).update(message + ". Press o to watch them.")
         self.notify(message)
 

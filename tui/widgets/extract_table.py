@@ -7,7 +7,7 @@ from typing import Any
 from rich.text import Text
 
 from tui.client import ALL_STATES, PROBLEM_STATES, ExtractStatus
-from tui.widgets.formatting import duration, progress_bar, rate, shorten
+from tui.widgets.formatting import duration, progress_bar, rate, shorten, when
 from tui.widgets.live_table import LiveTable
 
 COLUMNS = (
@@ -16,6 +16,8 @@ COLUMNS = (
     ("progress", "Progress"),
     ("done", "Done"),
     ("problems", "Failed"),
+    ("not_found", "Not found"),
+    ("priority", "Prio"),
     ("rate", "Per min"),
     ("eta", "ETA"),
     ("error", "Last error"),
@@ -23,15 +25,25 @@ COLUMNS = (
 ERROR_WIDTH = 30
 
 
+def _count(status: ExtractStatus, state: str) -> Text:
+    count = status.counts.get(state, 0)
+    return Text(str(count), style="bold red" if count else "")
+
+
 def extract_row(status: ExtractStatus) -> list[object]:
-    problems = Text(str(status.problems), style="bold red" if status.problems else "")
     eta = "done" if status.done else duration(status.eta_seconds)
+    if status.cancelled_at and not status.done:
+        eta = "cancelled"
+    priority = f"{status.priority}" + (" practice" if status.practice else "")
     return [
         status.project,
         status.extract,
         progress_bar(status.progress, problems=bool(status.problems)),
         f"{status.finished}/{status.total}",
-        problems,
+        # The same words as the counts line below the table: failed is failed, not_found apart.
+        _count(status, "failed"),
+        _count(status, "not_found"),
+        priority,
         rate(status.throughput_per_minute),
         eta,
         Text(shorten(status.last_error, ERROR_WIDTH), style="red"),
@@ -43,7 +55,12 @@ def extract_details(status: ExtractStatus) -> Text:
     text = Text()
     text.append(f"{status.project} / {status.extract}", style="bold")
     if status.loaded_at:
-        text.append(f"   loaded {status.loaded_at}", style="dim")
+        text.append(f"   loaded {when(status.loaded_at)}", style="dim")
+    text.append(f"   priority {status.priority}", style="dim")
+    if status.practice:
+        text.append("   practice run: nothing is exported", style="bold yellow")
+    if status.cancelled_at:
+        text.append(f"   cancelled {when(status.cancelled_at)}", style="bold yellow")
     text.append("\n")
     text.append(f"{status.active} on their way, {status.counts.get('queued', 0)} queued\n")
     present = [state for state in ALL_STATES if status.counts.get(state)]
@@ -53,8 +70,8 @@ def extract_details(status: ExtractStatus) -> Text:
         text.append(f"{state} ", style="dim")
         text.append(str(count), style="bold red" if state in PROBLEM_STATES else "")
     if status.last_error:
-        when = f" ({status.last_error_at})" if status.last_error_at else ""
-        text.append(f"\nLast error{when}: ", style="bold red")
+        at = f" ({when(status.last_error_at)})" if status.last_error_at else ""
+        text.append(f"\nLast error{at}: ", style="bold red")
         text.append(status.last_error)
     return text
 

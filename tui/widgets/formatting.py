@@ -1,6 +1,8 @@
-"""Small text renderings shared by the screens: progress bars, durations, rates."""
+"""Small text renderings shared by the screens: progress bars, durations, rates, times."""
 
 from __future__ import annotations
+
+import datetime
 
 from rich.text import Text
 
@@ -41,6 +43,43 @@ def shorten(text: str | None, width: int) -> str:
         return ""
     line = " ".join(text.split())
     return line if len(line) <= width else line[: width - 1] + "…"
+
+
+# Within this distance of now a moment is also shown as "2 min ago" / "in 3 h";
+# further away the date says it better.
+RELATIVE_WITHIN = datetime.timedelta(hours=48)
+
+
+def _relative(delta: datetime.timedelta) -> str:
+    seconds = abs(delta.total_seconds())
+    if seconds < 60:
+        amount = "less than a minute" if seconds >= 1 else "now"
+    elif seconds < 3600:
+        amount = f"{seconds // 60:.0f} min"
+    else:
+        amount = f"{seconds / 3600:.0f} h"
+    if amount == "now":
+        return amount
+    return f"{amount} ago" if delta.total_seconds() < 0 else f"in {amount}"
+
+
+def when(iso: str | None, *, now: datetime.datetime | None = None) -> str:
+    """A server time (ISO 8601) in the operator's local time, with "2 min ago" when near."""
+    if not iso:
+        return "—"
+    try:
+        moment = datetime.datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    local = moment.astimezone()
+    now = (now or datetime.datetime.now(datetime.UTC)).astimezone()
+    shown = local.strftime("%H:%M" if local.date() == now.date() else "%Y-%m-%d %H:%M")
+    delta = local - now
+    if abs(delta) <= RELATIVE_WITHIN:
+        shown += f" ({_relative(delta)})"
+    return shown
 
 
 def pipeline_line(status) -> Text:
