@@ -391,7 +391,8 @@ def stage_sums(jobs: list[JobTimes]) -> dict[str, float]:
 
 
 def check_exported_zips(stack: Stack, jobs: list[JobTimes], expected: dict[str, int]) -> None:
-    """Every job's zip is on the FTPS server with one file per instance of its study."""
+    """Every job's zip is on the FTPS server with one DICOM file per instance of its study
+    (told by the DICOM preamble, whatever the entries' names and any other file beside)."""
     counts = sorted(expected.values())
     found = []
     for job in jobs:
@@ -399,9 +400,16 @@ def check_exported_zips(stack: Stack, jobs: list[JobTimes], expected: dict[str, 
         if not path.is_file():
             raise RuntimeError(f"job {job.job_id} is exported but {path} is missing")
         with zipfile.ZipFile(path) as archive:
-            found.append(sum(1 for entry in archive.infolist() if not entry.is_dir()))
+            found.append(sum(1 for entry in archive.infolist() if is_dicom(archive, entry)))
     if sorted(found) != counts:
         raise RuntimeError(f"the exported zips hold {sorted(found)} files, the studies {counts} instances")
+
+
+def is_dicom(archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> bool:
+    if entry.is_dir():
+        return False
+    with archive.open(entry) as member:
+        return member.read(132)[128:] == b"DICM"
 
 
 # --- the run -----------------------------------------------------------------------------------
