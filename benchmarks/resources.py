@@ -168,12 +168,19 @@ NO_FRAME = "(no Python frame)"
 
 
 def summarise_profile(collapsed: Path, top: int = 12) -> list[str]:
-    """Where the samples of py-spy's collapsed stacks were, as shares of all samples:
-    inclusive (the function or what it called), self (the innermost frame), and by the
-    innermost function of PIXL's own code with what it was calling."""
-    inclusive: Counter[str] = Counter()
+    """Where the samples of py-spy's collapsed stacks were, as shares: the innermost frames
+    over all samples, then, for each thread entry point (the first frame below threading's
+    own), the innermost function of PIXL's own code with what it was calling, as shares of
+    that entry's samples.
+
+    py-spy cannot tell an idle thread of an embedded interpreter from a busy one (it does
+    not see which OS thread runs which Python thread), so it samples every Python thread
+    at every tick: the shares are of wall time, waits included (a `time.sleep` shows).
+    For a worker that does its steps one after the other, that is where a study's time goes.
+    """
     own: Counter[str] = Counter()
-    pixl: Counter[str] = Counter()
+    entries: Counter[str] = Counter()
+    by_entry: dict[str, Counter[str]] = {}
     total = 0
     for line in collapsed.read_text(encoding="utf-8", errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
@@ -182,23 +189,27 @@ def summarise_profile(collapsed: Path, top: int = 12) -> list[str]:
         samples = int(count)
         total += samples
         # A thread with a Python thread state that runs no Python (Orthanc's C++ side of
-        # the plugin, entering or leaving a callback) is sampled with no frame at all.
+        # the plugin, inside or between callbacks) is sampled with no frame at all.
         frames = [_LINE_NUMBER.sub(")", frame) for frame in stack.split(";")] if stack else [NO_FRAME]
-        for frame in set(frames):
-            inclusive[frame] += samples
         own[frames[-1]] += samples
-        pixl[_pixl_call(frames)] += samples
+        entry = next((frame for frame in frames if "(threading.py)" not in frame), frames[-1])
+        entries[entry] += samples
+        by_entry.setdefault(entry, Counter())[_pixl_call(frames)] += samples
     if not total:
         return ["  (no samples: the process ran no Python while it was recorded)"]
 
-    def shares(counter: Counter[str]) -> list[str]:
-        return [f"    {100 * n / total:5.1f} %  {frame}" for frame, n in counter.most_common(top)]
+    def shares(counter: Counter[str], of: int, indent: str = "    ") -> list[str]:
+        return [f"{indent}{100 * n / of:5.1f} %  {frame}" for frame, n in counter.most_common(top)]
 
-    return [
-        f"  {total} samples; inclusive (the function or what it called):", *shares(inclusive),
-        "  self (the function itself, with the native calls it makes):", *shares(own),
-        "  by PIXL function -> what it was calling:", *shares(pixl),
-    ]
+    lines = [f"  {total} samples (wall time of every Python thread); innermost frames:",
+             *shares(own, total)]
+    for entry, samples in entries.most_common():
+        if samples < total / 20 or entry == NO_FRAME:
+            continue
+        lines.append(f"  thread entry {entry}, {100 * samples / total:.1f} % of the samples;"
+                     " of its time, PIXL function -> what it was calling:")
+        lines += shares(by_entry[entry], samples, indent="      ")
+    return lines
 
 
 PIXL_CODE = ("(orthanc_plugins/", "(pixl_hooks/")

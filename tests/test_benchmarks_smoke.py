@@ -53,33 +53,26 @@ def test_stage_sums_add_consecutive_states_and_bridge_missing_ones():
     }
 
 
-def test_profile_summary_counts_inclusive_and_self_shares(tmp_path):
+def test_profile_summary_gives_shares_overall_and_per_thread_entry(tmp_path):
     collapsed = tmp_path / "anon.txt"
     collapsed.write_text(
-        "worker (plugin.py:10);fetch (api.py:5);get (http.py:7) 6\n"
-        "worker (plugin.py:10);deidentify (engine.py:3) 3\n"
-        "worker (plugin.py:12);fetch (api.py:6) 1\n"
-    )
-    lines = summarise_profile(collapsed, top=3)
-    assert lines[0] == "  10 samples; inclusive (the function or what it called):"
-    assert lines[1:4] == ["    100.0 %  worker (plugin.py)", "     70.0 %  fetch (api.py)",
-                          "     60.0 %  get (http.py)"]
-    assert lines[5:8] == ["     60.0 %  get (http.py)", "     30.0 %  deidentify (engine.py)",
-                          "     10.0 %  fetch (api.py)"]
-
-
-def test_profile_summary_names_the_pixl_function_behind_an_sdk_call(tmp_path):
-    collapsed = tmp_path / "anon.txt"
-    collapsed.write_text(
-        "run (orthanc_plugins/anon/pipeline.py:5);post (orthanc_plugins/common/plugin_support.py:9);"
+        "Thread.run (threading.py:9);work (orthanc_plugins/anon/service.py:5);"
+        "post (orthanc_plugins/common/plugin_support.py:9);"
         "_call (orthanc_plugins/common/plugin_support.py:20) 3\n"
-        "run (orthanc_plugins/anon/pipeline.py:7);deidentify (orthanc_plugins/anon/deid/engine.py:3) 1\n"
-        " 4\n"
+        "Thread.run (threading.py:9);work (orthanc_plugins/anon/service.py:7);"
+        "deidentify (orthanc_plugins/anon/deid/engine.py:3);dcmread (pydicom/filereader.py:1) 1\n"
+        "callback (orthanc_plugins/common/plugin_support.py:4);answer (json/__init__.py:2) 1\n"
+        " 5\n"
     )
-    lines = summarise_profile(collapsed, top=3)
-    by_pixl = lines[lines.index("  by PIXL function -> what it was calling:") + 1:]
-    assert by_pixl == [
+    assert summarise_profile(collapsed, top=2) == [
+        "  10 samples (wall time of every Python thread); innermost frames:",
         "     50.0 %  (no Python frame)",
-        "     37.5 %  run (orthanc_plugins/anon/pipeline.py) -> post (orthanc_plugins/common/plugin_support.py)",
-        "     12.5 %  deidentify (orthanc_plugins/anon/deid/engine.py) -> (itself)",
+        "     30.0 %  _call (orthanc_plugins/common/plugin_support.py)",
+        ("  thread entry work (orthanc_plugins/anon/service.py), 40.0 % of the samples;"
+        " of its time, PIXL function -> what it was calling:"),
+        "       75.0 %  work (orthanc_plugins/anon/service.py) -> post (orthanc_plugins/common/plugin_support.py)",
+        "       25.0 %  deidentify (orthanc_plugins/anon/deid/engine.py) -> dcmread (pydicom/filereader.py)",
+        ("  thread entry callback (orthanc_plugins/common/plugin_support.py), 10.0 % of the samples;"
+        " of its time, PIXL function -> what it was calling:"),
+        "      100.0 %  answer (json/__init__.py)",
     ]
