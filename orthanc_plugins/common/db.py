@@ -10,6 +10,9 @@ each migration once, the second one waiting and then finding nothing to do.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 
 import psycopg
@@ -35,6 +38,30 @@ CONNECTION_OPTIONS = {
 def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
     """Open a connection to the PIXL database."""
     return psycopg.connect(settings.pg_conninfo, autocommit=autocommit, **CONNECTION_OPTIONS)
+
+
+class ThreadConnections:
+    """`with connections() as conn`: an autocommit connection of the calling thread's own,
+    opened on first use and kept, reopened after it broke.
+
+    Orthanc serves REST calls from a pool of threads; a new connection per request
+    costs milliseconds and, under load, can time out while the database is busy.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._local = threading.local()
+
+    @contextmanager
+    def __call__(self) -> Iterator[psycopg.Connection]:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._local.conn = connect(self.settings, autocommit=True)
+        try:
+            yield conn
+        except psycopg.OperationalError:
+            conn.close()  # the next call opens a new one
+            raise
 
 
 def available_migrations() -> list[tuple[int, str, str]]:

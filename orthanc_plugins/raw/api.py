@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ THROUGHPUT_WINDOW_MINUTES = 10
 @dataclass
 class ApiContext:
     settings: Settings
-    connect: Callable[[], psycopg.Connection]  # an autocommit connection, closed by the caller
+    # `with connect() as conn`: an autocommit connection (db.ThreadConnections in raw)
+    connect: Callable[[], AbstractContextManager[psycopg.Connection]]
     orthanc: OrthancApi | None = None  # raw's own Orthanc (the VNA routes and the metrics need it)
 
 

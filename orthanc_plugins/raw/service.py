@@ -14,7 +14,7 @@ class RawService:
     def __init__(self, settings: Settings, orthanc: OrthancApi):
         self.settings = settings
         self.orthanc = orthanc
-        self.api_context = api.ApiContext(settings, lambda: db.connect(settings, autocommit=True), orthanc)
+        self.api_context = api.ApiContext(settings, db.ThreadConnections(settings), orthanc)
         self.worker = Worker(settings, orthanc)
 
     def start(self) -> None:
