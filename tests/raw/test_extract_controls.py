@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from orthanc_plugins.common.job_queue import RetryPolicy
 from orthanc_plugins.raw import queue
 from orthanc_plugins.raw.extract_controls import (
     CANCELLED_REASON,
@@ -124,7 +125,8 @@ def test_cancel_withdraws_queued_studies_lets_held_ones_finish_and_keeps_exports
     assert {r[0] for r in conn.execute("SELECT last_error FROM study_jobs WHERE state = 'skipped'")} == {
         CANCELLED_REASON}
     # The held one fails its attempt: it does not come back into the queue.
-    queue.schedule_retry(conn, held, "w", "C-MOVE failed", base=0, cap=0, max_attempts=5)
+    queue.schedule_retry(conn, held.id, "w", "C-MOVE failed",
+                         RetryPolicy(0, 0, max_attempts=5, give_up_seconds=3600), state="queued")
     assert conn.execute("SELECT state FROM study_jobs WHERE id = %s", (held.id,)).fetchone()[0] == "skipped"
     assert queue.claim_next_job(conn, "w", 30) is None
     # Cancelling again is harmless.
