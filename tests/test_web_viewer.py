@@ -4,11 +4,13 @@ previews (decoded by orthanc-gdcm), as headless Chromium renders them."""
 
 from __future__ import annotations
 
+import http.server
 import io
 import itertools
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -113,9 +115,37 @@ def browse(chromium: str, url: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def with_credentials(stack, path: str) -> str:
-    user, password = stack.settings.orthanc_auth
-    return f"http://{user}:{password}@127.0.0.1:{stack.settings.anon.http_port}{path}"
+class SignedInBrowserProxy:
+    """What a person's browser does once signed in: every request carries the user's
+    credentials (a headless Chromium never answers the login prompt). Plain HTTP on
+    loopback to Chromium, HTTPS verified with the stack's CA to anon."""
+
+    def __init__(self, target: str, auth: tuple[str, str]):
+        session = requests.Session()
+        session.auth = auth
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the http.server API
+                answer = session.get(target + self.path, timeout=60)
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", answer.headers.get("Content-Type", "text/html"))
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def test_anon_decodes_the_jpeg2000_study_for_the_explorer_preview(stack, deidentified_study):
@@ -131,17 +161,17 @@ def test_anon_decodes_the_jpeg2000_study_for_the_explorer_preview(stack, deident
 
 def test_the_web_viewer_shows_the_deidentified_study(stack, deidentified_study, chromium):
     series = deidentified_study["series"]
-    url = with_credentials(stack, f"/web-viewer/app/viewer.html?series={series}")
-
-    page = browse(chromium, url, "--dump-dom")
+    with SignedInBrowserProxy(stack.settings.anon.url, stack.settings.orthanc_auth) as signed_in:
+        url = f"{signed_in.url}/web-viewer/app/viewer.html?series={series}"
+        page = browse(chromium, url, "--dump-dom")
+        screenshot = Path(os.environ["PIXL_STATE_DIR"]) / "web-viewer.png"
+        shot = browse(chromium, url, f"--screenshot={screenshot}")
     assert page.returncode == 0, page.stderr[-2000:]
     assert "<canvas" in page.stdout  # the viewer's image canvas, built by its scripts
     source = deidentified_study["source"]
     for identifying in (str(source.PatientName), source.PatientID, source.AccessionNumber):
         assert identifying not in page.stdout
 
-    screenshot = Path(os.environ["PIXL_STATE_DIR"]) / "web-viewer.png"
-    shot = browse(chromium, url, f"--screenshot={screenshot}")
     assert shot.returncode == 0 and screenshot.is_file(), shot.stderr[-2000:]
     pixels = np.asarray(Image.open(screenshot).convert("L"))
     assert pixels.shape == (SCREENSHOT_SIZE[1], SCREENSHOT_SIZE[0])
