@@ -28,6 +28,7 @@ from orthanc_plugins.common.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+RAW_2_FILE = REPO / "docker-compose.raw-2.yml"
 ORTHANC_SERVICES = ("orthanc-raw", "orthanc-anon")
 STORAGE_DIR = "/var/lib/orthanc/db"
 
@@ -124,8 +125,8 @@ def test_orthanc_services_have_settings_storage_health_and_database(
     assert (REPO / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
     assert service["command"] == [name.removeprefix("orthanc-")]
 
-    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in service["volumes"]}
-    assert mounts[STORAGE_DIR] in compose["volumes"]
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in service["volumes"]
+              if ":" in volume}
     assert mounts["/var/lib/pixl"] in compose["volumes"]
     assert service["environment"]["PIXL_STATE_DIR"] == "/var/lib/pixl"
     assert service["environment"]["PIXL_DB_HOST"] == "postgres"
@@ -137,12 +138,13 @@ def test_orthanc_services_have_settings_storage_health_and_database(
     assert any(port.endswith(":8042") for port in service["ports"]), "web UI not published"
 
 
-def test_raw_and_anon_have_their_own_storage(compose: dict[str, Any]) -> None:
-    storage = {
-        next(v.split(":")[0] for v in compose["services"][name]["volumes"] if STORAGE_DIR in v)
-        for name in ORTHANC_SERVICES
-    }
-    assert len(storage) == 2
+def test_raw_keeps_its_cache_and_each_anon_replica_has_storage_of_its_own(
+    compose: dict[str, Any],
+) -> None:
+    raw = compose["services"]["orthanc-raw"]["volumes"]
+    assert f"raw-storage:{STORAGE_DIR}" in raw and "raw-storage" in compose["volumes"]
+    # An anonymous volume: every replica of --scale orthanc-anon=N gets its own.
+    assert STORAGE_DIR in compose["services"]["orthanc-anon"]["volumes"]
 
 
 def test_postgres_keeps_its_data_and_reports_health(compose: dict[str, Any]) -> None:
@@ -160,7 +162,8 @@ def test_postgres_keeps_its_data_and_reports_health(compose: dict[str, Any]) -> 
 
 
 def test_every_interpolated_variable_is_documented_in_env_example() -> None:
-    names = {m[1] for m in _VARIABLE.finditer(COMPOSE_FILE.read_text(encoding="utf-8")) if m[1]}
+    text = COMPOSE_FILE.read_text(encoding="utf-8") + RAW_2_FILE.read_text(encoding="utf-8")
+    names = {m[1] for m in _VARIABLE.finditer(text) if m[1]}
     example = (REPO / ".env.example").read_text(encoding="utf-8")
     assert names, "expected ${...} settings in docker-compose.yml"
     assert {name for name in names if name not in example} == set()
