@@ -11,8 +11,11 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import re
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -330,3 +333,73 @@ def test_healthcheck_passes_only_for_a_healthy_answer(
     output = capsys.readouterr().out
     assert "HTTP 401" in output and "wrong" not in output
     assert healthcheck.main(["healthcheck.py", "http://127.0.0.1:1/pixl/health"]) == 1
+
+
+# --- the model the real Compose v2 makes of the files (no engine needed) ------------------
+
+
+def _compose_config(tmp_path: Path, *files: str, **env: str) -> dict[str, Any]:
+    """`docker compose config` of the repository's files, with .env.example as .env."""
+    for name in files:
+        (tmp_path / name).write_text((REPO / name).read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / ".env").write_text((REPO / ".env.example").read_text(encoding="utf-8"))
+    compose = Path(sys.executable).parent / "docker-compose"
+    args = [str(compose), *[a for name in files for a in ("-f", name)], "config", "--format", "json"]
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, check=False,
+                            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_second_raw_server_has_an_identity_of_its_own(tmp_path: Path) -> None:
+    config = _compose_config(tmp_path, "docker-compose.yml", "docker-compose.raw-2.yml")
+    raw, raw2 = config["services"]["orthanc-raw"], config["services"]["orthanc-raw-2"]
+    assert raw2["image"] == raw["image"] and raw2["command"] == raw["command"] == ["raw"]
+    # The VNA tells raw servers apart by AE title; anon finds each by its network name.
+    assert raw2["environment"]["ORTHANC_RAW_AE_TITLE"] != _example_env()["ORTHANC_RAW_AE_TITLE"]
+    assert raw2["environment"]["ORTHANC_RAW_HOST"] == "orthanc-raw-2"
+    assert raw2["environment"]["PIXL_INSTANCE_NAME"] == "2"  # its own Orthanc index database
+    storage = {m["target"]: m["source"] for m in raw2["volumes"]}
+    assert storage[STORAGE_DIR] == "raw-2-storage"
+    assert {m["target"]: m["source"] for m in raw["volumes"]}[STORAGE_DIR] == "raw-storage"
+    assert storage["/var/lib/pixl"] == "pixl-state"  # the same secrets and exports
+    ports, ports2 = ({p["published"] for p in s["ports"]} for s in (raw, raw2))
+    assert len(ports2) == 2 and not ports & ports2
+    assert raw2["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_ports_are_published_on_the_addresses_configured(tmp_path: Path) -> None:
+    default = _compose_config(tmp_path, "docker-compose.yml")["services"]
+    by_target = {p["target"]: p["host_ip"] for p in default["orthanc-raw"]["ports"]}
+    assert by_target == {8042: "127.0.0.1", 4242: "0.0.0.0"}, "the VNA must reach raw's DICOM port"
+    assert [p["host_ip"] for p in default["orthanc-anon"]["ports"]] == ["127.0.0.1"]
+    assert "ports" not in default["postgres"]
+    local = _compose_config(tmp_path, "docker-compose.yml", PIXL_DICOM_BIND_ADDRESS="127.0.0.1",
+                            ORTHANC_ANON_HTTP_PORT="30043", ORTHANC_ANON_HTTP_PORT_LAST="30045")
+    assert {p["host_ip"] for p in local["services"]["orthanc-raw"]["ports"]} == {"127.0.0.1"}
+    assert local["services"]["orthanc-anon"]["ports"][0]["published"] == "30043-30045"
+
+
+def test_the_image_build_takes_a_ca_bundle_as_a_build_secret(tmp_path: Path) -> None:
+    bundle = tmp_path / "hospital-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    config = _compose_config(tmp_path, "docker-compose.yml", PIXL_BUILD_CA_BUNDLE=str(bundle))
+    for name in ORTHANC_SERVICES:
+        assert [s["source"] for s in config["services"][name]["build"]["secrets"]] == ["ca_bundle"]
+    assert config["secrets"]["ca_bundle"]["file"] == str(bundle)
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text(encoding="utf-8")
+    assert "--mount=type=secret,id=ca_bundle,required=false" in dockerfile
+    assert "PIP_CERT=/run/secrets/ca_bundle" in dockerfile
+    # A `# syntax=` line would pull a BuildKit frontend from a registry.
+    assert not dockerfile.lstrip().startswith("# syntax")
+
+
+def test_both_images_build_on_debian_bookworm_alone(tmp_path: Path) -> None:
+    config = _compose_config(tmp_path, "docker-compose.yml")
+    builds = {name: service["build"] for name, service in config["services"].items()}
+    assert set(builds) == {"postgres", *ORTHANC_SERVICES}, "every image is built here, none pulled"
+    for build in builds.values():
+        dockerfile = Path(build["context"]) / build.get("dockerfile", "Dockerfile")
+        relative = dockerfile.relative_to(tmp_path)
+        froms = re.findall(r"^FROM (\S+)", (REPO / relative).read_text(encoding="utf-8"), re.MULTILINE)
+        assert froms == ["debian:bookworm"], relative

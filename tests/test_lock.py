@@ -92,4 +92,5 @@ def test_bootstrap_ci_and_the_image_install_from_the_lock() -> None:
     assert "pip install --no-deps" in dockerfile
     # CI runs `make test`, which runs bootstrap first.
     assert "make test" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
-    assert re.search(r"^test: bootstrap", (REPO / "Makefile").read_text(encoding="utf-8"), re.M)
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^test: bootstrap", makefile, re.MULTILINE)
