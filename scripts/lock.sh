@@ -11,7 +11,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 UV=.venv/bin/uv
-[ -x "$UV" ] || scripts/bootstrap.sh
+if [ ! -x "$UV" ]; then
+    # uv alone, at its locked version: the rest of the virtualenv may not match
+    # pyproject.toml yet (that is why the lock is being made).
+    [ -x .venv/bin/python ] || /usr/bin/python3.11 -m venv .venv
+    uv_pin=$(grep -m1 '^uv==' requirements-dev.lock 2>/dev/null | cut -d' ' -f1 || true)
+    .venv/bin/pip install -q --disable-pip-version-check "${uv_pin:-uv}"
+fi
 
 # The editable install of PIXL needs its build backend, offline too (wheelhouse).
 mkdir -p build

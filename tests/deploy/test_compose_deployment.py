@@ -32,7 +32,7 @@ from pathlib import Path
 import pydicom
 import pytest
 import requests
-from docker_engine import CACHE_DIR, DockerEngine, install_packages, run
+from docker_engine import CACHE_DIR, COMPOSE, DockerEngine, install_packages, run
 
 from orthanc_plugins.common.settings import OrthancNode, Settings, load_settings
 from orthanc_plugins.raw.extracts import extract_name_for
@@ -82,7 +82,7 @@ class Deployment:
     def compose(self, *args: str, timeout: float = 600, check: bool = True,
                 input: bytes | None = None):
         files = [arg for name in COMPOSE_FILES for arg in ("-f", name)]
-        return run([str(VENV_BIN / "docker-compose"), "-p", "pixltest", *files, *args],
+        return run([str(COMPOSE), "-p", "pixltest", *files, *args],
                    env=self.compose_env, timeout=timeout, check=check, cwd=self.checkout,
                    input=input)
 
@@ -196,7 +196,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     deployment = None
     try:
         engine.start()
-        engine.ensure_base_image()
+        base_image = engine.ensure_base_image()
         processes.append(_start_vna(settings.vna, settings, work))
         # The VNA sends each raw server's C-MOVE answers to its published DICOM port.
         requests.put(f"{settings.vna.url}/modalities/raw-2", auth=settings.orthanc_auth, timeout=10,
@@ -234,7 +234,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         deployment.compose("up", "-d", "--build", "--scale", f"orthanc-anon={ANON_REPLICAS}",
                            "--wait", "--wait-timeout", "900", timeout=2000)
         print(f"\ndeployment built and healthy in {time.monotonic() - started:.0f} s "
-              f"(engine cache: {'kept' if engine.cached else 'fresh'})")
+              f"(debian:bookworm {base_image}; data root {engine.data_root})")
         ftps_cert = (work / "ftps" / "cert.pem").read_text()
         values = {"host": engine.host_address, "port": str(ftps_port),
                   "username": settings.ftps_username, "password": settings.ftps_password,
@@ -443,7 +443,7 @@ def test_an_offline_build_installs_from_the_wheelhouse(deployment: Deployment) -
         shutil.copy2(package, target / package.name)
     # A file of this run's own: the dependency layer is built again, never taken from cache.
     (target / f"run-{secrets.token_hex(8)}.txt").write_text("deployment test\n")
-    built = run([str(VENV_BIN / "docker-compose"), "--progress", "plain", "-p", "pixltest",
+    built = run([str(COMPOSE), "--progress", "plain", "-p", "pixltest",
                  "-f", "docker-compose.yml", "-f", str(OFFLINE_FILE), "build", "orthanc-raw"],
                 env=deployment.compose_env, cwd=deployment.checkout, timeout=1200)
     log = built.stdout + built.stderr
