@@ -1,9 +1,11 @@
 """The deployment files: docker-compose.yml is valid and complete, and the image's
 entry point and health check work with the values the compose file gives them.
 
-No Docker engine runs here: the compose file is validated with the `compose-spec`
-package (the compose specification, unknown keys rejected), and the entry point
-and health check are run as plain Python.
+No Docker engine runs here (tests/deploy/ runs the deployment for real): the
+compose file is validated with the `compose-spec` package (the compose
+specification, unknown keys rejected) and modelled by the real Compose v2
+binary (`docker compose config`, with the second raw server's file), and the
+entry point and health check are run as plain Python.
 """
 
 from __future__ import annotations
