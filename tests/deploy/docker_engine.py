@@ -140,9 +140,11 @@ class DockerEngine:
 
     def stop(self) -> None:
         if self.cached and self._process is not None and self._process.poll() is None:
-            # Keep what the next run reuses (tagged images, build cache), not the
-            # untagged images that every rebuild leaves: each is a full copy on vfs.
+            # Keep what the next run reuses (tagged images, the build cache used
+            # lately), not the untagged images and stale cache that every rebuild
+            # leaves: on vfs each layer is a full copy (gigabytes after a few runs).
             self.docker("image", "prune", "-f", check=False)
+            self.docker("builder", "prune", "-f", "--filter", "until=6h", check=False)
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
