@@ -38,7 +38,7 @@ from orthanc_plugins.common.settings import OrthancNode, Settings, load_settings
 from orthanc_plugins.raw.extracts import extract_name_for
 from pixl_stack import studygen
 from pixl_stack.dcmtk import storescu
-from pixl_stack.ftps_server import make_self_signed_cert
+from pixl_stack.certs import make_self_signed_cert
 from pixl_stack.omop import Procedure, write_omop_extract
 from pixl_stack.processes import ManagedProcess, port_free, wait_until
 from pixl_stack.render import render_config
@@ -100,11 +100,12 @@ class Deployment:
         return self.compose("ps", "-q", service).stdout.split()
 
     def client(self, raw: str = "orthanc-raw") -> RawClient:
-        return RawClient(ClientConfig(self.raw_urls[raw], *self.settings.orthanc_auth))
+        return RawClient(ClientConfig(self.raw_urls[raw], *self.settings.orthanc_auth,
+                                      plain_http_loopback=True))
 
     def tui(self, *args: str, raw: str = "orthanc-raw", timeout: float = 300):
         env = dict(os.environ, ORTHANC_USERNAME=self.settings.orthanc_username,
-                   ORTHANC_PASSWORD=self.settings.orthanc_password)
+                   ORTHANC_PASSWORD=self.settings.orthanc_password, PIXL_TUI_PLAIN_HTTP_LOOPBACK="1")
         return subprocess.run([str(VENV_BIN / "pixl-tui"), "--url", self.raw_urls[raw], *args],
                               env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -215,11 +216,14 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "ORTHANC_RAW_2_HTTP_PORT": raw2_http, "ORTHANC_RAW_2_DICOM_PORT": raw2_dicom,
             "ORTHANC_ANON_HTTP_PORT": anon_ports[0], "ORTHANC_ANON_HTTP_PORT_LAST": anon_ports[-1],
             "PIXL_MAX_TRANSFERS_IN_FLIGHT": 1,
-            # A job held by a container that was stopped comes back within seconds. A
-            # hand-off to an anon that is down counts as an attempt: enough of them that
-            # the minute anon is stopped below fails nothing.
+            # Plain HTTP on loopback: the containers' TLS fronts each make their own CA
+            # unless given one certificate, which this test does not yet do (see the
+            # closing note of issue 12); roles and the request filter apply the same.
+            "PIXL_TLS": 0,
+            # A job held by a container that was stopped comes back within seconds; an
+            # anon that is down is an outage, which counts no attempt.
             "PIXL_JOB_LEASE_SECONDS": 10, "PIXL_RETRY_BASE_SECONDS": 1,
-            "PIXL_RETRY_MAX_SECONDS": 5, "PIXL_MAX_ATTEMPTS": 200,
+            "PIXL_RETRY_MAX_SECONDS": 5,
         })
         deployment = Deployment(
             engine=engine, checkout=checkout, settings=settings,
@@ -427,8 +431,8 @@ def test_pixl_tui_and_the_web_ui_work_against_the_deployment(deployment: Deploym
                 *(f"http://127.0.0.1:{p}" for p in deployment.anon_http_ports)]:
         page = requests.get(f"{url}/app/explorer.html", auth=auth, timeout=30)
         assert page.status_code == 200 and "Orthanc" in page.text, url
-        refused = requests.get(f"{url}/app/explorer.html", timeout=30)
-        assert refused.status_code == 401, f"{url} answers without authentication"
+        refused = requests.get(f"{url}/studies", timeout=30)
+        assert refused.status_code in (401, 403), f"{url} answers without authentication"
     anon_studies = sum(_orthanc_studies(p, deployment) for p in deployment.anon_http_ports)
     assert anon_studies == ANON_REPLICAS + 4, "anon's web UI shows every de-identified study"
 
