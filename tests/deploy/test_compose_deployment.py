@@ -136,7 +136,8 @@ def _start_vna(node: OrthancNode, settings: Settings, work: Path) -> ManagedProc
     config_file.write_text(json.dumps(config))
     process = ManagedProcess("vna", work / "run", work / "logs")
     process.start(["/usr/sbin/Orthanc", f"--logfile={process.log_file}", str(config_file)],
-                  dict(os.environ, TCP_NODELAY="1"))
+                  # the configuration names the password, Orthanc reads it from here
+                  dict(os.environ, TCP_NODELAY="1", ORTHANC_PASSWORD=settings.orthanc_password))
     wait_until(lambda: _answers(f"{node.url}/system", settings.orthanc_auth), 60, "the VNA")
     return process
 
