@@ -40,7 +40,7 @@ from pixl_stack import studygen
 from pixl_stack.dcmtk import storescu
 from pixl_stack.certs import make_self_signed_cert
 from pixl_stack.omop import Procedure, write_omop_extract
-from pixl_stack.processes import ManagedProcess, port_free, wait_until
+from pixl_stack.processes import StackError, ManagedProcess, port_free, wait_until
 from pixl_stack.render import render_config
 from tui.client import ClientConfig, ExtractStatus, RawClient
 
@@ -138,7 +138,11 @@ def _start_vna(node: OrthancNode, settings: Settings, work: Path) -> ManagedProc
     process.start(["/usr/sbin/Orthanc", f"--logfile={process.log_file}", str(config_file)],
                   # the configuration names the password, Orthanc reads it from here
                   dict(os.environ, TCP_NODELAY="1", ORTHANC_PASSWORD=settings.orthanc_password))
-    wait_until(lambda: _answers(f"{node.url}/system", settings.orthanc_auth), 60, "the VNA")
+    try:
+        wait_until(lambda: _answers(f"{node.url}/system", settings.orthanc_auth), 60, "the VNA")
+    except StackError:
+        process.stop()  # not yet handed to the caller's clean-up
+        raise
     return process
 
 
