@@ -25,7 +25,6 @@ from orthanc_plugins.raw.parquet_export import (
     extract_folder,
     run_parquet_export,
 )
-from orthanc_plugins.common.secrets import FileSecrets
 from pixl_stack.certs import make_self_signed_cert
 
 SLUG = "test-extract-uclh-omop-cdm"  # slugified cdm_source_name of the fixture extract

@@ -4,13 +4,11 @@ previews (decoded by orthanc-gdcm), as headless Chromium renders them."""
 
 from __future__ import annotations
 
-import http.server
 import io
 import itertools
 import os
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from pydicom.uid import JPEG2000Lossless
 from orthanc_plugins.common import db as pixl_db
 from orthanc_plugins.common.orthanc_api import find_study, get_json
 from pixl_stack import studygen
+from stack_support import LoopbackServer, RelayHandler
 
 pytestmark = pytest.mark.stack
 
@@ -115,37 +114,18 @@ def browse(chromium: str, url: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-class SignedInBrowserProxy:
+def signed_in_browser_proxy(target: str, auth: tuple[str, str]) -> LoopbackServer:
     """What a person's browser does once signed in: every request carries the user's
     credentials (a headless Chromium never answers the login prompt). Plain HTTP on
     loopback to Chromium, HTTPS verified with the stack's CA to anon."""
+    session = requests.Session()
+    session.auth = auth
 
-    def __init__(self, target: str, auth: tuple[str, str]):
-        session = requests.Session()
-        session.auth = auth
+    class Handler(RelayHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            self.relay(session.get(target + self.path, timeout=60))
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - the http.server API
-                answer = session.get(target + self.path, timeout=60)
-                self.send_response(answer.status_code)
-                self.send_header("Content-Type", answer.headers.get("Content-Type", "text/html"))
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.server.shutdown()
-        self.server.server_close()
+    return LoopbackServer(Handler)
 
 
 def test_anon_decodes_the_jpeg2000_study_for_the_explorer_preview(stack, deidentified_study):
@@ -161,7 +141,7 @@ def test_anon_decodes_the_jpeg2000_study_for_the_explorer_preview(stack, deident
 
 def test_the_web_viewer_shows_the_deidentified_study(stack, deidentified_study, chromium):
     series = deidentified_study["series"]
-    with SignedInBrowserProxy(stack.settings.anon.url, stack.settings.orthanc_auth) as signed_in:
+    with signed_in_browser_proxy(stack.settings.anon.url, stack.settings.orthanc_auth) as signed_in:
         url = f"{signed_in.url}/web-viewer/app/viewer.html?series={series}"
         page = browse(chromium, url, "--dump-dom")
         screenshot = Path(os.environ["PIXL_STATE_DIR"]) / "web-viewer.png"

@@ -19,7 +19,6 @@ from tui import exit_codes
 from tui.client import (
     PLAIN_HTTP_VARIABLE,
     ArchiveStudy,
-    ClientConfig,
     ExtractStatus,
     InvalidInput,
     RawApiError,

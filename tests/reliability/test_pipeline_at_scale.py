@@ -4,13 +4,10 @@ export, and one study named by two extracts at once."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import http.server
 import os
 import re
 import signal
-import threading
 import time
 import zipfile
 from collections import Counter
@@ -28,7 +25,7 @@ from pixl_stack.dcmtk import storescu
 from pixl_stack.demo import configure_destinations
 from pixl_stack.ftps_server import read_upload_log
 from pixl_stack.stack import Stack
-from stack_support import VnaLog
+from stack_support import LoopbackServer, RelayHandler, VnaLog
 
 pytestmark = pytest.mark.stack
 
@@ -148,35 +145,25 @@ class SlowStowProxy:
         self.posts: Counter = Counter()
         proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(RelayHandler):
             def do_POST(self):  # noqa: N802 - the http.server API
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 proxy.posts[self.path] += 1
                 time.sleep(delay)
-                answer = requests.post(target + self.path.removeprefix("/dicom-web"), data=body,
-                                       headers={"Content-Type": self.headers["Content-Type"],
-                                                "Accept": self.headers.get("Accept", "*/*")},
-                                       auth=auth, timeout=120)
-                self.send_response(answer.status_code)
-                self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
+                self.relay(requests.post(target + self.path.removeprefix("/dicom-web"), data=body,
+                                         headers={"Content-Type": self.headers["Content-Type"],
+                                                  "Accept": self.headers.get("Accept", "*/*")},
+                                         auth=auth, timeout=120))
 
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.server = LoopbackServer(Handler)
+        self.url = self.server.url + "/dicom-web"
 
     def __enter__(self):
-        self.thread.start()
+        self.server.__enter__()
         return self
 
     def __exit__(self, *exc_info):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.__exit__(*exc_info)
 
 
 def test_two_anon_servers_with_a_lease_shorter_than_an_export_send_each_study_once(scale_stack, tmp_path):

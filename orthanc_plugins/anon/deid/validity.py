@@ -6,7 +6,6 @@ in transit, a producer that left out its UIDs.
 
 from __future__ import annotations
 
-import copy
 import re
 
 from pydicom.datadict import keyword_for_tag
