@@ -361,7 +361,7 @@ def test_every_anon_replica_and_both_raw_servers_take_work_from_the_queue(
         when = datetime.datetime(2026, 1, round_number, 3, 4, 5)
         key = _load(deployment, tmp_path, f"extract-a{round_number}", study, when, raw=live_raw)
         status = _wait(deployment, key, "done", lambda s: s.done, raw=live_raw)
-        assert status.counts == {"exported": 1}, status.counts
+        assert status.counts == {"exported": 1}, (status.counts, status.last_error)
         deployment.up()
     held = {_published_port(deployment, "orthanc-anon", i): 0 for i in range(1, ANON_REPLICAS + 1)}
     for port in held:
@@ -445,8 +445,11 @@ def test_pixl_tui_and_the_web_ui_work_against_the_deployment(deployment: Deploym
 def test_an_offline_build_installs_from_the_wheelhouse(deployment: Deployment) -> None:
     """`make wheelhouse`, then a build with no network: pip takes everything from there."""
     wheelhouse = CACHE_DIR.parent / "wheelhouse"  # kept between runs, like the engine's cache
+    # PyPI is verified with the machine's CAs, not the test stack's (REQUESTS_CA_BUNDLE).
+    pip_env = {k: v for k, v in os.environ.items() if k != "REQUESTS_CA_BUNDLE"}
     run([str(VENV_BIN / "pip"), "download", "-q", "--require-hashes", "--no-deps",
-         "-r", str(deployment.checkout / "requirements.lock"), "-d", str(wheelhouse)], timeout=900)
+         "-r", str(deployment.checkout / "requirements.lock"), "-d", str(wheelhouse)],
+        env=pip_env, timeout=900)
     target = deployment.checkout / "wheelhouse"
     for package in wheelhouse.iterdir():
         shutil.copy2(package, target / package.name)
