@@ -185,8 +185,13 @@ class Stack:
 
     def stop_raw_instance(self, name: str) -> None:
         """Stop a raw server started by `start_raw_instance`; `up` no longer starts it."""
-        self.servers = [s for s in self.servers if s.process_name != f"raw-{name}"]
-        self._process(f"raw-{name}").stop()
+        self.stop_extra(f"raw-{name}")
+
+    def stop_extra(self, process_name: str) -> None:
+        """Stop a server started beyond the stack's own, and its HTTPS front."""
+        self.servers = [s for s in self.servers if s.process_name != process_name]
+        self._process(process_name).stop()
+        self._process(f"{process_name}-tls").stop()
 
     def down(self) -> None:
         # Every process that left a PID file: extra raw servers included.

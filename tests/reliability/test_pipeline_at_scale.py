@@ -186,8 +186,7 @@ def test_two_anon_servers_with_a_lease_shorter_than_an_export_send_each_study_on
         assert workers == {settings.anon.url, second.anon.url}  # both anon servers took studies
         assert proxy.posts == {f"/dicom-web/studies/{j[3]}": 1 for j in jobs}
     finally:
-        scale_stack.servers = [s for s in scale_stack.servers if s.process_name != "anon-second"]
-        scale_stack._process("anon-second").stop()
+        scale_stack.stop_extra("anon-second")
         configure_destinations(scale_stack, open_secret_store(settings))
 
 
