@@ -38,6 +38,8 @@ class ApiContext:
     # `with connect() as conn`: an autocommit connection (db.ThreadConnections in raw)
     connect: Callable[[], AbstractContextManager[psycopg.Connection]]
     orthanc: OrthancApi | None = None  # raw's own Orthanc (the VNA routes and the metrics need it)
+    # raw's health as its `GET /pixl/health` answers it (with its workers); None: without them
+    health_of_raw: Callable[[], dict] | None = None
 
 
 Route = Callable[[ApiContext, ApiRequest, psycopg.Connection], ApiResponse]
@@ -370,7 +372,8 @@ def get_pipeline(ctx: ApiContext, request: ApiRequest, conn: psycopg.Connection)
             "hold_limit_mb": round(limit / 2**20) if limit else None,
         },
         "anon_instances_per_second": round(int(deidentified) / ANON_RATE_WINDOW_SECONDS, 1),
-        "problems": _problems("raw", health(settings, "raw")) + _anon_problems(settings),
+        "problems": _problems("raw", ctx.health_of_raw() if ctx.health_of_raw else health(settings, "raw"))
+        + _anon_problems(settings),
     })
 
 

@@ -14,8 +14,8 @@ class RawService:
     def __init__(self, settings: Settings, orthanc: OrthancApi):
         self.settings = settings
         self.orthanc = orthanc
-        self.api_context = api.ApiContext(settings, db.ThreadConnections(settings), orthanc)
         self.worker = Worker(settings, orthanc)
+        self.api_context = api.ApiContext(settings, db.ThreadConnections(settings), orthanc, self.health)
 
     def start(self) -> None:
         """Called once Orthanc has started: start the background workers."""
@@ -25,7 +25,11 @@ class RawService:
         """Called when Orthanc stops: stop the workers cleanly."""
         self.worker.stop()
 
+    def health(self) -> dict:
+        """raw's health, its workers included: `GET /pixl/health` and the pipeline's problems."""
+        return health(self.settings, "raw", workers=self.worker.beats.report())
+
     def handle(self, request: ApiRequest) -> ApiResponse:
         if request.path == "health" and request.method == "GET":
-            return ApiResponse(200, health(self.settings, "raw", workers=self.worker.beats.report()))
+            return ApiResponse(200, self.health())
         return api.handle(self.api_context, request)
