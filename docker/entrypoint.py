@@ -7,6 +7,13 @@ deployment's first admin (ORTHANC_USERNAME) is a user, starts the node's HTTPS
 front (stunnel, as in the native stack), then replaces itself with Orthanc so
 that Orthanc is PID 1 and receives the container's stop signal (the front,
 its child, ends with the container).
+
+`entrypoint.py tls` (compose's one-shot `pixl-tls` service, before any server)
+makes sure the deployment has one certificate and the CA that signed it: the
+operator's (secret store or files), else a CA of the deployment's own and a
+certificate for every container's name, on the shared state volume. Every
+front serves that certificate; anon, the health checks and pixl-tui verify it
+with that CA.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from pixl_stack.certs import tls_material
 from pixl_stack.render import render_config, render_tls_front
 
 NODES = ("raw", "anon")
+TLS_COMMAND = "tls"
 CONFIG_PATH = Path("/etc/orthanc/orthanc.json")
 STORAGE_DIR = Path("/var/lib/orthanc/db")
 ORTHANC = "/usr/sbin/Orthanc"
@@ -70,9 +78,19 @@ def start_tls_front(settings: Settings, node: str, store) -> None:
     subprocess.Popen([STUNNEL, str(TLS_FRONT_CONFIG)], stdin=subprocess.DEVNULL)
 
 
+def prepare_tls(settings: Settings) -> None:
+    check_secret_file(settings)
+    certfile, _ = tls_material(settings, open_secret_store(settings))
+    print(f"entrypoint: HTTPS certificate {certfile}, clients verify it with "
+          f"{settings.tls_ca_bundle}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str]) -> None:
     node = argv[1] if len(argv) > 1 else ""
     settings = load_settings()
+    if node == TLS_COMMAND:
+        prepare_tls(settings)
+        return
     config = render_node_config(node, settings, CONFIG_PATH, STORAGE_DIR)
     ensure_index_database(settings, config)
     check_secret_file(settings)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -15,12 +16,13 @@ import urllib.request
 from orthanc_plugins.common.settings import load_settings
 
 
-
-def check(url: str, username: str, password: str, timeout: float = 4.0) -> tuple[bool, str]:
+def check(url: str, username: str, password: str, timeout: float = 4.0,
+          ca_bundle: str | None = None) -> tuple[bool, str]:
     token = base64.b64encode(f"{username}:{password}".encode()).decode()
     request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    context = ssl.create_default_context(cafile=ca_bundle) if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             answer = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return False, f"HTTP {exc.code}"
@@ -33,10 +35,14 @@ def check(url: str, username: str, password: str, timeout: float = 4.0) -> tuple
 
 def main(argv: list[str]) -> int:
     settings = load_settings()
-    # Orthanc itself, on the loopback interface behind the HTTPS front: the container
-    # gives raw and anon the same ports (docker-compose.yml).
-    url = argv[1] if len(argv) > 1 else f"http://127.0.0.1:{settings.raw.orthanc_http_port}/pixl/health"
-    healthy, reason = check(url, *settings.orthanc_auth)
+    # Through the node's HTTPS front when there is one (a front that died makes the
+    # container unhealthy), verified with the deployment's CA; the container gives
+    # raw and anon the same ports (docker-compose.yml).
+    node = settings.raw
+    url = argv[1] if len(argv) > 1 else (
+        f"{'https' if node.tls else 'http'}://127.0.0.1:{node.http_port}/pixl/health")
+    ca_bundle = str(settings.tls_ca_bundle) if settings.tls_ca_bundle else None
+    healthy, reason = check(url, *settings.orthanc_auth, ca_bundle=ca_bundle)
     print(reason)
     return 0 if healthy else 1
 

@@ -95,6 +95,13 @@ def make_self_signed_cert(
     return make_certificate(certfile, keyfile, hostnames, days)
 
 
+def certificate_hostnames(certfile: Path) -> set[str]:
+    """The names and IP addresses a certificate is valid for."""
+    certificate = x509.load_pem_x509_certificate(Path(certfile).read_bytes())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(name.value) for name in names}
+
+
 @dataclass(frozen=True)
 class DevelopmentPki:
     """A private CA in `folder` and the server certificate it signs, made once."""
@@ -125,7 +132,8 @@ class DevelopmentPki:
             if not (self.ca_certificate.exists() and self.ca_key.exists()):
                 make_certificate(self.ca_certificate, self.ca_key, ("PIXL development CA",), 3650, ca=True)
                 self.server_certificate.unlink(missing_ok=True)
-            if not (self.server_certificate.exists() and self.server_key.exists()):
+            if not (self.server_certificate.exists() and self.server_key.exists()
+                    and set(hostnames) <= certificate_hostnames(self.server_certificate)):
                 self.issue(self.server_certificate, self.server_key, hostnames)
         return self
 
@@ -153,14 +161,21 @@ def tls_material(settings: Settings, store: SecretStore) -> tuple[Path, Path]:
         certfile.write_text(certificate)
         write_private_file(keyfile, key.encode())
         return certfile, keyfile
+    pki = DevelopmentPki(certfile.parent)
+    development = ((certfile, keyfile) == (pki.server_certificate, pki.server_key)
+                   and settings.tls_ca_bundle == pki.ca_certificate)
+    # PIXL's own CA (its key beside it), or nothing yet: never a CA or certificate the
+    # operator put at the default paths.
+    if development and (pki.ca_key.exists() or not (certfile.exists() or pki.ca_certificate.exists())):
+        # Valid for the names the servers call each other by (compose: orthanc-raw,
+        # orthanc-anon, the other containers) and those in PIXL_TLS_HOSTNAMES; made
+        # again when a name is missing.
+        pki.ensure(tuple(dict.fromkeys(
+            (*LOCAL_HOSTNAMES, settings.raw.host, settings.anon.host, *settings.tls_hostnames))))
+        return certfile, keyfile
     if certfile.exists() and keyfile.exists():
         return certfile, keyfile
-    pki = DevelopmentPki(certfile.parent)
-    if (certfile, keyfile) != (pki.server_certificate, pki.server_key) or settings.tls_ca_bundle != pki.ca_certificate:
-        raise StackError(
-            f"TLS certificate {certfile} or key {keyfile} not found, and no secrets "
-            f"{TLS_CERTIFICATE_SECRET} / {TLS_KEY_SECRET} in the secret store"
-        )
-    # Valid for the names the servers call each other by (compose: orthanc-raw, orthanc-anon).
-    pki.ensure(tuple(dict.fromkeys((*LOCAL_HOSTNAMES, settings.raw.host, settings.anon.host))))
-    return certfile, keyfile
+    raise StackError(
+        f"TLS certificate {certfile} or key {keyfile} not found, and no secrets "
+        f"{TLS_CERTIFICATE_SECRET} / {TLS_KEY_SECRET} in the secret store"
+    )

@@ -30,6 +30,7 @@ import pytest
 from compose_spec import PyOptions
 
 from orthanc_plugins.common.settings import Settings, load_settings
+from pixl_stack.certs import certificate_hostnames
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -89,8 +90,18 @@ def compose() -> dict[str, Any]:
     return _load_compose(COMPOSE_FILE).to_dict()
 
 
-def test_compose_file_is_valid_and_has_the_three_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"postgres", *ORTHANC_SERVICES}
+def test_compose_file_is_valid_and_has_its_services(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"postgres", "pixl-tls", *ORTHANC_SERVICES}
+
+
+def test_every_server_starts_after_the_deployment_has_its_certificate(compose: dict[str, Any]) -> None:
+    tls = compose["services"]["pixl-tls"]
+    assert tls["command"] == ["tls"] and tls["restart"] == "no"
+    assert "pixl-state:/var/lib/pixl" in tls["volumes"]
+    for name in ORTHANC_SERVICES:
+        depends = compose["services"][name]["depends_on"]
+        assert depends["pixl-tls"]["condition"] == "service_completed_successfully", name
+        assert "pixl-state:/var/lib/pixl" in compose["services"][name]["volumes"]
 
 
 @pytest.mark.parametrize(
@@ -242,6 +253,41 @@ def test_entrypoint_renders_a_config_matching_the_compose_file(
         assert config["PostgreSQL"]["Host"] == "postgres"
         assert config["PostgreSQL"]["Port"] == 5432
         assert config["DicomModalities"]["vna"]["Host"] == "vna.hospital.example"
+
+
+def test_the_tls_command_makes_one_certificate_for_every_container(
+    compose: dict[str, Any], container_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the pixl-tls service does on the shared state volume: one CA, one
+    certificate valid for every name raw and anon are called by, made again only
+    when a name is missing; an operator's certificate at the same paths is kept."""
+    entrypoint = _docker_module("entrypoint")
+    hostnames = compose["services"]["pixl-tls"]["environment"]["PIXL_TLS_HOSTNAMES"]
+    monkeypatch.setenv("PIXL_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("PIXL_SECRETS_FILE", str(tmp_path / "secrets" / "secrets.json"))
+    monkeypatch.setenv("PIXL_TLS_HOSTNAMES", hostnames + "pixl.hospital.example")
+    settings = load_settings()
+    entrypoint.main(["entrypoint.py", "tls"])
+    tls = tmp_path / "tls"
+    names = certificate_hostnames(tls / "server.pem")
+    assert {"localhost", "127.0.0.1", "orthanc-raw", "orthanc-raw-2", "orthanc-anon",
+            "pixl.hospital.example"} <= names
+    assert settings.tls_ca_bundle == tls / "ca.pem"
+    issued = (tls / "server.pem").read_bytes(), (tls / "ca.pem").read_bytes()
+    entrypoint.main(["entrypoint.py", "tls"])  # every restart of the service
+    assert ((tls / "server.pem").read_bytes(), (tls / "ca.pem").read_bytes()) == issued
+
+    monkeypatch.setenv("PIXL_TLS_HOSTNAMES", hostnames + "pixl2.hospital.example")
+    entrypoint.main(["entrypoint.py", "tls"])
+    assert "pixl2.hospital.example" in certificate_hostnames(tls / "server.pem")
+    assert (tls / "ca.pem").read_bytes() == issued[1], "the same CA signs the new certificate"
+
+    # An operator's own certificate and CA at the default paths: never replaced.
+    (tls / "ca-key.pem").unlink()
+    mine = (tls / "server.pem").read_bytes()
+    monkeypatch.setenv("PIXL_TLS_HOSTNAMES", "pixl3.hospital.example")
+    entrypoint.main(["entrypoint.py", "tls"])
+    assert (tls / "server.pem").read_bytes() == mine
 
 
 def test_entrypoint_rejects_an_unknown_node(container_env: Settings, tmp_path: Path) -> None:
@@ -402,7 +448,7 @@ def test_the_image_build_takes_a_ca_bundle_as_a_build_secret(tmp_path: Path) -> 
 def test_both_images_build_on_debian_bookworm_alone(tmp_path: Path) -> None:
     config = _compose_config(tmp_path, "docker-compose.yml")
     builds = {name: service["build"] for name, service in config["services"].items()}
-    assert set(builds) == {"postgres", *ORTHANC_SERVICES}, "every image is built here, none pulled"
+    assert set(builds) == {"postgres", "pixl-tls", *ORTHANC_SERVICES}, "every image is built here, none pulled"
     for build in builds.values():
         dockerfile = Path(build["context"]) / build.get("dockerfile", "Dockerfile")
         relative = dockerfile.relative_to(tmp_path)

@@ -137,6 +137,9 @@ class Settings:
     tls_ca_bundle: Path | None = field(default=None)
     tls_certificate_file: Path | None = field(default=None)
     tls_key_file: Path | None = field(default=None)
+    # Names the generated certificate is also valid for, beyond localhost and the
+    # raw/anon hosts: the server's own DNS names, other containers (compose).
+    tls_hostnames: tuple[str, ...] = field(default=())
     dicom_tls: bool = field(default=False)
     audit_retention_days: int = field(default=365)
 
@@ -269,6 +272,8 @@ def load_settings() -> Settings:
         tls_ca_bundle=_env_path("PIXL_TLS_CA_BUNDLE", tls_folder / "ca.pem") if tls else None,
         tls_certificate_file=_env_path("PIXL_TLS_CERTIFICATE_FILE", tls_folder / "server.pem"),
         tls_key_file=_env_path("PIXL_TLS_KEY_FILE", tls_folder / "server-key.pem"),
+        tls_hostnames=tuple(name.strip() for name in _env("PIXL_TLS_HOSTNAMES", "").split(",")
+                            if name.strip()),
         dicom_tls=_env_flag("PIXL_DICOM_TLS", False),
         audit_retention_days=_env_int("PIXL_AUDIT_RETENTION_DAYS", 365),
     )

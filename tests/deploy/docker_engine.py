@@ -95,6 +95,10 @@ class DockerEngine:
         self.bridge_network = hosts[0]
         self.address_pool = subnet  # compose networks take /24s from the rest
         self.host_address = str(next(hosts[0].hosts()))  # the host, as containers reach it
+        # The compose project's network, and the host's address on it: where the
+        # containers see connections from the host come from.
+        self.compose_network = hosts[1]
+        self.compose_gateway = str(next(hosts[1].hosts()))
 
     @property
     def env(self) -> dict[str, str]:

@@ -6,7 +6,9 @@ images from debian:bookworm, starts PostgreSQL, two raw servers
 (docker-compose.raw-2.yml) and three anon replicas (--scale), and runs
 extracts through them: the development VNA and an FTPS destination run on
 the host as plain processes, reached by the containers at the host's address
-on the engine's bridge. Every port is published on 127.0.0.1 only.
+on the engine's bridge. Every port is published on 127.0.0.1 only, raw's and
+anon's web ports as HTTPS with the one certificate of the deployment, which
+pixl-tui and the test verify with the deployment's CA.
 
 The order of the tests is the order of a deployment's life; the last one takes
 it down and checks that nothing is left.
@@ -37,16 +39,21 @@ from docker_engine import CACHE_DIR, COMPOSE, DockerEngine, install_packages, ru
 from orthanc_plugins.common.settings import OrthancNode, Settings, load_settings
 from orthanc_plugins.raw.extracts import extract_name_for
 from pixl_stack import studygen
+from pixl_stack.certs import DevelopmentPki, make_self_signed_cert
 from pixl_stack.dcmtk import storescu
-from pixl_stack.certs import make_self_signed_cert
 from pixl_stack.omop import Procedure, write_omop_extract
-from pixl_stack.processes import StackError, ManagedProcess, port_free, wait_until
+from pixl_stack.processes import ManagedProcess, StackError, port_free, wait_until
 from pixl_stack.render import render_config
+from tui import exit_codes
 from tui.client import ClientConfig, ExtractStatus, RawClient
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-COMPOSE_FILES = ("docker-compose.yml", "docker-compose.raw-2.yml")
+# The third file gives the compose network the subnet the test expects: raw sees the
+# VNA on the host at that network's gateway, and checks the address of every
+# association against the VNA's (DicomCheckModalityHost).
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.raw-2.yml",
+                 "tests/deploy/docker-compose.network.yml")
 OFFLINE_FILE = Path(__file__).parent / "docker-compose.offline.yml"
 PROJECT = "demo"  # projects/demo.yaml: exported to FTPS
 ANON_REPLICAS = 3
@@ -78,6 +85,7 @@ class Deployment:
     vna: OrthancNode
     ftps_root: Path
     compose_env: dict[str, str]
+    ca_bundle: Path  # the deployment's CA, taken from its state volume
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True,
                 input: bytes | None = None):
@@ -101,11 +109,12 @@ class Deployment:
 
     def client(self, raw: str = "orthanc-raw") -> RawClient:
         return RawClient(ClientConfig(self.raw_urls[raw], *self.settings.orthanc_auth,
-                                      plain_http_loopback=True))
+                                      ca_bundle=str(self.ca_bundle)))
 
     def tui(self, *args: str, raw: str = "orthanc-raw", timeout: float = 300):
         env = dict(os.environ, ORTHANC_USERNAME=self.settings.orthanc_username,
-                   ORTHANC_PASSWORD=self.settings.orthanc_password, PIXL_TUI_PLAIN_HTTP_LOOPBACK="1")
+                   ORTHANC_PASSWORD=self.settings.orthanc_password,
+                   PIXL_TLS_CA_BUNDLE=str(self.ca_bundle))
         return subprocess.run([str(VENV_BIN / "pixl-tui"), "--url", self.raw_urls[raw], *args],
                               env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -215,16 +224,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "ORTHANC_USERNAME": settings.orthanc_username,
             "ORTHANC_PASSWORD": settings.orthanc_password,
             "ORTHANC_RAW_AE_TITLE": "PIXLRAW", "ORTHANC_RAW_2_AE_TITLE": "PIXLRAW2",
-            "VNA_AE_TITLE": "DEVVNA", "VNA_HOST": engine.host_address, "VNA_DICOM_PORT": vna_dicom,
+            "VNA_AE_TITLE": "DEVVNA", "VNA_HOST": engine.compose_gateway, "VNA_DICOM_PORT": vna_dicom,
             "PIXL_HTTP_BIND_ADDRESS": "127.0.0.1", "PIXL_DICOM_BIND_ADDRESS": "127.0.0.1",
             "ORTHANC_RAW_HTTP_PORT": raw_http, "ORTHANC_RAW_DICOM_PORT": raw_dicom,
             "ORTHANC_RAW_2_HTTP_PORT": raw2_http, "ORTHANC_RAW_2_DICOM_PORT": raw2_dicom,
             "ORTHANC_ANON_HTTP_PORT": anon_ports[0], "ORTHANC_ANON_HTTP_PORT_LAST": anon_ports[-1],
             "PIXL_MAX_TRANSFERS_IN_FLIGHT": 1,
-            # Plain HTTP on loopback: the containers' TLS fronts each make their own CA
-            # unless given one certificate, which this test does not yet do (see the
-            # closing note of issue 12); roles and the request filter apply the same.
-            "PIXL_TLS": 0,
             # A job held by a container that was stopped comes back within seconds; an
             # anon that is down is an outage, which counts no attempt.
             "PIXL_JOB_LEASE_SECONDS": 10, "PIXL_RETRY_BASE_SECONDS": 1,
@@ -232,18 +237,22 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         })
         deployment = Deployment(
             engine=engine, checkout=checkout, settings=settings,
-            raw_urls={"orthanc-raw": f"http://127.0.0.1:{raw_http}",
-                      "orthanc-raw-2": f"http://127.0.0.1:{raw2_http}"},
+            raw_urls={"orthanc-raw": f"https://127.0.0.1:{raw_http}",
+                      "orthanc-raw-2": f"https://127.0.0.1:{raw2_http}"},
             anon_http_ports=anon_ports, vna=settings.vna, ftps_root=work / "ftps" / "root",
             # Compose interpolates from its own environment first: only the engine, no PIXL_*.
             compose_env={"PATH": os.environ["PATH"], "HOME": str(work),
-                         "DOCKER_HOST": engine.env["DOCKER_HOST"]},
+                         "DOCKER_HOST": engine.env["DOCKER_HOST"],
+                         "PIXL_TEST_COMPOSE_SUBNET": str(engine.compose_network)},
+            ca_bundle=work / "deployment-ca.pem",
         )
         started = time.monotonic()
         deployment.compose("up", "-d", "--build", "--scale", f"orthanc-anon={ANON_REPLICAS}",
                            "--wait", "--wait-timeout", "900", timeout=2000)
         print(f"\ndeployment built and healthy in {time.monotonic() - started:.0f} s "
               f"(debian:bookworm {base_image}; data root {engine.data_root})")
+        # What an operator does for pixl-tui (docs/deployment.md).
+        deployment.compose("cp", "orthanc-raw:/var/lib/pixl/tls/ca.pem", str(deployment.ca_bundle))
         ftps_cert = (work / "ftps" / "cert.pem").read_text()
         values = {"host": engine.host_address, "port": str(ftps_port),
                   "username": settings.ftps_username, "password": settings.ftps_password,
@@ -307,8 +316,8 @@ def _idle(status: ExtractStatus) -> bool:
 
 
 def _orthanc_studies(port: int, deployment: Deployment) -> int:
-    response = requests.get(f"http://127.0.0.1:{port}/studies", auth=deployment.settings.orthanc_auth,
-                            timeout=30)
+    response = requests.get(f"https://127.0.0.1:{port}/studies", auth=deployment.settings.orthanc_auth,
+                            verify=str(deployment.ca_bundle), timeout=30)
     response.raise_for_status()
     return len(response.json())
 
@@ -422,7 +431,9 @@ def test_the_studies_arrive_de_identified(deployment: Deployment, tmp_path: Path
     assert len(seen_uids) == len(zips)
 
 
-def test_pixl_tui_and_the_web_ui_work_against_the_deployment(deployment: Deployment) -> None:
+def test_pixl_tui_and_the_web_ui_work_against_the_deployment(
+    deployment: Deployment, tmp_path: Path
+) -> None:
     status = deployment.tui("status", "--json")
     assert status.returncode == 0, status.stderr
     extracts = {e["project"] + "/" + e["extract"]: e for e in json.loads(status.stdout)}
@@ -430,14 +441,23 @@ def test_pixl_tui_and_the_web_ui_work_against_the_deployment(deployment: Deploym
     assert all(e["done"] and e["counts"].get("exported") for e in extracts.values()), extracts
     health = deployment.tui("health")
     assert health.returncode == 0, health.stdout + health.stderr
+    other_ca = DevelopmentPki(tmp_path / "other-ca").ensure().ca_certificate
+    untrusted = deployment.tui("--ca-bundle", str(other_ca), "health")
+    assert untrusted.returncode == exit_codes.UNREACHABLE, untrusted.stdout + untrusted.stderr
+    assert "not signed by a trusted CA" in untrusted.stderr
 
-    auth = deployment.settings.orthanc_auth
+    auth, ca = deployment.settings.orthanc_auth, str(deployment.ca_bundle)
     for url in [*deployment.raw_urls.values(),
-                *(f"http://127.0.0.1:{p}" for p in deployment.anon_http_ports)]:
-        page = requests.get(f"{url}/app/explorer.html", auth=auth, timeout=30)
+                *(f"https://127.0.0.1:{p}" for p in deployment.anon_http_ports)]:
+        page = requests.get(f"{url}/app/explorer.html", auth=auth, verify=ca, timeout=30)
         assert page.status_code == 200 and "Orthanc" in page.text, url
-        refused = requests.get(f"{url}/studies", timeout=30)
+        refused = requests.get(f"{url}/studies", verify=ca, timeout=30)
         assert refused.status_code in (401, 403), f"{url} answers without authentication"
+        # Published as HTTPS only, with the deployment's certificate, which nobody else signed.
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(url.replace("https://", "http://") + "/system", auth=auth, timeout=30)
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{url}/system", auth=auth, verify=str(other_ca), timeout=30)
     anon_studies = sum(_orthanc_studies(p, deployment) for p in deployment.anon_http_ports)
     assert anon_studies == ANON_REPLICAS + 4, "anon's web UI shows every de-identified study"
 
