@@ -82,6 +82,13 @@ _CRASHED_HOLDER = """
 
 
 @cache
+def _state_times_on_entering(state: str, row: str = "") -> str:
+    """SQL of `state_times` once the job is in `state` (an SQL expression of text):
+    the time it entered that state is recorded, and kept while it stays there."""
+    return (f"CASE WHEN {row}state = {state} THEN {row}state_times"
+            f" ELSE {row}state_times || jsonb_build_object({state}, clock_timestamp()) END")
+
+
 def _claim_sql(states: tuple[str, ...], new_state: str, columns: tuple[str, ...]) -> str:
     _states_sql((new_state,))  # validates it
     state_list = _states_sql(states)
@@ -98,8 +105,7 @@ def _claim_sql(states: tuple[str, ...], new_state: str, columns: tuple[str, ...]
         lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
         next_attempt_at = clock_timestamp() + make_interval(secs => %(lease)s),
         updated_at = clock_timestamp(),
-        state_times = CASE WHEN j.state = '{new_state}' THEN j.state_times
-            ELSE j.state_times || jsonb_build_object('{new_state}', clock_timestamp()) END
+        state_times = {_state_times_on_entering(f"'{new_state}'::text", "j.")}
     FROM candidate WHERE j.id = candidate.id
     RETURNING {", ".join("j." + c for c in sorted(set(columns) | {"crashes"}))}
     """
@@ -185,8 +191,7 @@ def move_job(
             assignments.append("next_attempt_at = clock_timestamp()")
     sql = (
         "UPDATE study_jobs SET state = %(state)s, updated_at = clock_timestamp(),"
-        " state_times = CASE WHEN state = %(state)s THEN state_times"
-        "   ELSE state_times || jsonb_build_object(%(state)s::text, clock_timestamp()) END, "
+        f" state_times = {_state_times_on_entering('%(state)s::text')}, "
         + ", ".join(assignments)
         + " WHERE id = %(id)s AND lease_owner = %(owner)s"
     )
@@ -212,8 +217,7 @@ def release_job(conn: psycopg.Connection, job_id: int, owner: str, state: str, d
         "UPDATE study_jobs SET state = %(state)s, lease_owner = NULL, lease_expires_at = NULL,"
         " next_attempt_at = clock_timestamp() + make_interval(secs => %(delay)s),"
         " updated_at = clock_timestamp(),"
-        " state_times = CASE WHEN state = %(state)s THEN state_times"
-        "   ELSE state_times || jsonb_build_object(%(state)s::text, clock_timestamp()) END"
+        f" state_times = {_state_times_on_entering('%(state)s::text')}"
         " WHERE id = %(id)s AND lease_owner = %(owner)s",
         {"id": job_id, "owner": owner, "state": state, "delay": delay_seconds},
     ).rowcount == 1
@@ -224,7 +228,7 @@ def backoff_seconds(retries: int, base: float, cap: float) -> float:
     return min(cap, base * 2 ** max(0, retries - 1))
 
 
-_RETRY_SQL = """
+_RETRY_SQL = f"""
 WITH counted AS (
     SELECT id,
         attempts + CASE WHEN %(outage)s THEN 0 ELSE 1 END AS attempts,
@@ -247,10 +251,7 @@ UPDATE study_jobs j SET
     next_attempt_at = CASE WHEN d.give_up THEN clock_timestamp() ELSE clock_timestamp()
         + make_interval(secs => least(%(cap)s, %(base)s * power(2, greatest(0, d.retries - 1)))) END,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = clock_timestamp(),
-    state_times = CASE WHEN j.state = (CASE WHEN d.give_up THEN 'failed' ELSE %(state)s END)
-        THEN j.state_times
-        ELSE j.state_times || jsonb_build_object(
-            CASE WHEN d.give_up THEN 'failed' ELSE %(state)s END, clock_timestamp()) END
+    state_times = {_state_times_on_entering("(CASE WHEN d.give_up THEN 'failed' ELSE %(state)s END)", "j.")}
 FROM decided d WHERE j.id = d.id
 RETURNING j.state
 """
