@@ -119,7 +119,7 @@ class StudyAnonymiser:
         self._raw_client = raw_client or (
             lambda url: HttpOrthanc(url, settings.orthanc_auth, verify=settings.http_verify))
         self._anon_client = anon_client or (
-            lambda: HttpOrthanc(settings.anon.local_url, settings.orthanc_auth))
+            lambda: HttpOrthanc(settings.anon.local_url, settings.orthanc_auth, verify=settings.http_verify))
         self._projects: dict[str, CompiledProject] = {}
 
     # -- the loop's one step --------------------------------------------------

@@ -103,8 +103,9 @@ class AnonService:
                 self._stop.wait(5)
 
     def _delete_expired_copies(self, conn: psycopg.Connection) -> None:
-        copies.delete_expired_copies(conn, HttpOrthanc(self.settings.anon.local_url, self.settings.orthanc_auth),
-                                     self.settings.anon.url, self.settings.anon_keep_hours)
+        settings = self.settings
+        anon = HttpOrthanc(settings.anon.local_url, settings.orthanc_auth, verify=settings.http_verify)
+        copies.delete_expired_copies(conn, anon, settings.anon.url, settings.anon_keep_hours)
 
     def handle(self, request: ApiRequest) -> ApiResponse:
         route = (request.method, request.path)
