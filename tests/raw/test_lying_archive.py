@@ -104,13 +104,18 @@ def _held_by_raw(stack, study_uid: str) -> int:
     return len(found.json())
 
 
+def _extract_from(archive: LyingArchive, stack, tmp_path: Path, *, series: int, instances: int):
+    """A generated study put in the archive, and an extract of it loaded into raw."""
+    study, = put_studies_in_vna(replace(stack, settings=replace(stack.settings, vna=archive.node)),
+                                tmp_path, 1, series=series, instances=instances)
+    return study, upload(stack, cohort([study], PROJECT))
+
+
 def test_a_move_that_reports_success_one_instance_short_is_completed(
     stack, conn, controls, lying_archive, tmp_path
 ) -> None:
     lying_archive.lie("short")
-    study, = put_studies_in_vna(replace(stack, settings=replace(stack.settings, vna=lying_archive.node)),
-                                tmp_path, 1, series=2, instances=3)
-    summary = upload(stack, cohort([study], PROJECT))
+    study, summary = _extract_from(lying_archive, stack, tmp_path, series=2, instances=3)
     jobs = wait_until_handed_to_anon(conn, summary)
 
     assert [j[1] for j in jobs] != ["failed"], jobs
@@ -124,9 +129,7 @@ def test_a_move_that_reports_success_having_sent_nothing_is_a_failed_attempt(
     stack, conn, controls, lying_archive, tmp_path
 ) -> None:
     lying_archive.lie("none")
-    study, = put_studies_in_vna(replace(stack, settings=replace(stack.settings, vna=lying_archive.node)),
-                                tmp_path, 1, series=1, instances=4)
-    summary = upload(stack, cohort([study], PROJECT))
+    study, summary = _extract_from(lying_archive, stack, tmp_path, series=1, instances=4)
     deadline = time.monotonic() + 90
     while (job := jobs_of(conn, summary)[0])[2] < 2:
         assert job[1] not in ("cached", "anonymising", "exporting", "exported"), job
