@@ -32,8 +32,8 @@ import psycopg
 from orthanc_plugins.anon import copies
 from orthanc_plugins.anon.deid.engine import (
     CompiledProject,
+    CompiledProjects,
     deidentify_instance,
-    load_compiled_project,
 )
 from orthanc_plugins.anon.deid.filters import series_below_minimum
 from orthanc_plugins.anon.deid.id_map import record_id_map
@@ -120,7 +120,7 @@ class StudyAnonymiser:
             lambda url: HttpOrthanc(url, settings.orthanc_auth, verify=settings.http_verify))
         self._anon_client = anon_client or (
             lambda: HttpOrthanc(settings.anon.local_url, settings.orthanc_auth, verify=settings.http_verify))
-        self._projects: dict[str, CompiledProject] = {}
+        self._projects = CompiledProjects(settings.projects_dir, settings.tag_rules_dir)
 
     # -- the loop's one step --------------------------------------------------
 
@@ -169,11 +169,9 @@ class StudyAnonymiser:
                        "outage" if failure.outage else "attempt failed", new_state or "held elsewhere")
 
     def project(self, slug: str) -> CompiledProject:
-        if slug not in self._projects:
-            self._projects[slug] = load_compiled_project(
-                slug, self.settings.projects_dir, self.settings.tag_rules_dir
-            )
-        return self._projects[slug]
+        """The project's rules as they are on disk now (an edited file takes effect
+        for the next study, without restarting anon)."""
+        return self._projects.get(slug)
 
     # -- de-identification ----------------------------------------------------
 

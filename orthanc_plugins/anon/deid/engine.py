@@ -181,6 +181,59 @@ def load_compiled_project(slug: str, projects_dir: Path, tag_rules_dir: Path) ->
     return compile_project(load_project_by_slug(slug, Path(projects_dir), Path(tag_rules_dir)))
 
 
+def _files_stamp(folders: frozenset[Path]) -> frozenset[tuple[str, int, int]]:
+    """Every file under `folders` with its size and modification time."""
+    stamp = set()
+    for folder in folders:
+        for path in Path(folder).rglob("*"):
+            try:
+                status = path.stat()
+            except FileNotFoundError:
+                continue  # removed while listed: the next look sees it gone
+            if path.is_file():
+                stamp.add((str(path), status.st_size, status.st_mtime_ns))
+    return frozenset(stamp)
+
+
+def _rule_folders(config: ProjectConfig) -> frozenset[Path]:
+    """The folders of every file a compiled project is made of (tag-operation files'
+    vocabularies lie beside them)."""
+    files = (config.source_path, *config.base_tag_files, *config.manufacturer_override_files,
+             *config.deid_recipe_files)
+    return frozenset(Path(f).parent for f in files)
+
+
+@dataclass(frozen=True)
+class _CompiledEntry:
+    project: CompiledProject
+    folders: frozenset[Path]
+    stamp: frozenset[tuple[str, int, int]]
+
+
+class CompiledProjects:
+    """Compiled projects by slug, compiled again as soon as any of their files, or any
+    file in the projects and tag-rules folders, changes: a study is de-identified
+    under the rules on disk when its turn comes, never under rules since edited."""
+
+    def __init__(self, projects_dir: Path, tag_rules_dir: Path):
+        self.projects_dir, self.tag_rules_dir = Path(projects_dir), Path(tag_rules_dir)
+        self._entries: dict[str, _CompiledEntry] = {}
+
+    def get(self, slug: str) -> CompiledProject:
+        entry = self._entries.get(slug)
+        if entry is not None and _files_stamp(entry.folders) == entry.stamp:
+            return entry.project
+        base = frozenset({self.projects_dir, self.tag_rules_dir})
+        # Taken before reading, so that a change made while compiling is seen next time.
+        stamp = _files_stamp(entry.folders if entry else base)
+        project = load_compiled_project(slug, self.projects_dir, self.tag_rules_dir)
+        folders = base | _rule_folders(project.config)
+        if entry is None or folders != entry.folders:
+            stamp = _files_stamp(folders)
+        self._entries[slug] = _CompiledEntry(project, folders, stamp)
+        return project
+
+
 @dataclass(frozen=True)
 class IdPair:
     kind: str  # patient_id, study_uid, series_uid, sop_instance_uid (deid_id_map.kind)
