@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 import pytest
+import requests
 from textual.widgets import Checkbox, Input, Select, TextArea
 from tui_helpers import screen_text, settled, text_of, wait_until
 
 from pixl_stack import studygen
 from pixl_stack.dcmtk import storescu
+from pixl_stack.render import raw_modalities
 from tui.app import PixlApp
 from tui.client import RawClient, prepare_upload
 from tui.screens.confirm import ConfirmScreen
@@ -62,6 +65,36 @@ async def test_archive_screen_echoes_and_finds_a_patients_studies(stack, raw_cli
         # The typed MRN is masked on screen, and no notification repeats it.
         assert patient.mrn not in screen_text(app)
         assert all(patient.mrn not in n.message for n in app._notifications)
+
+
+@pytest.fixture
+def archive_away(stack):
+    """raw's archive entry pointed at a port where nothing listens, then put back."""
+    settings = stack.settings
+
+    def point(entry: dict) -> None:
+        response = requests.put(f"{settings.raw.url}/modalities/vna", json=entry, timeout=10,
+                                auth=settings.orthanc_auth, verify=settings.http_verify)
+        assert response.status_code == 200, response.text
+
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    real = raw_modalities(settings)["vna"]
+    point(dict(real, Port=closed_port))
+    yield
+    point(real)
+
+
+async def test_archive_screen_shows_a_failed_find_on_the_screen(raw_client, archive_away):
+    app = PixlApp(raw_client, refresh_seconds=REFRESH)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.press("v")
+        await settled(pilot)
+        await _type(pilot, "#mrn", "NOBODY")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "✖" in text_of(app, "#vna-status"), "the error")
+        assert "C-FIND on vna failed" in text_of(app, "#vna-status")
 
 
 async def test_load_screen_practice_run_with_a_limit_and_priority(raw_client, write_cohort):

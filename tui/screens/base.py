@@ -55,17 +55,17 @@ class PixlScreen(Screen[None]):
             try:
                 result = call()
             except RawApiError as error:
-                self.app.call_from_thread(self._failed, error, on_error)
+                self.app.call_from_thread(self._call_failed, error, on_error)
                 return
-            self.app.call_from_thread(self._succeeded, result, on_result)
+            self.app.call_from_thread(self._call_succeeded, result, on_result)
 
         self.run_worker(run, thread=True, group=group, exclusive=True)
 
-    def _succeeded(self, result: T, on_result: Callable[[T], Any]) -> None:
+    def _call_succeeded(self, result: T, on_result: Callable[[T], Any]) -> None:
         self.pixl.report_reachable()
         on_result(result)
 
-    def _failed(self, error: RawApiError, on_error: Callable[[RawApiError], Any] | None) -> None:
+    def _call_failed(self, error: RawApiError, on_error: Callable[[RawApiError], Any] | None) -> None:
         self.pixl.report_error(error)
         if on_error is not None:
             on_error(error)

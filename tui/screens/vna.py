@@ -96,7 +96,7 @@ class VnaScreen(PixlScreen):
 
     def action_echo(self) -> None:
         self._status("C-ECHO …")
-        self.call_server(self.client.vna_echo, self._echoed, group="vna", on_error=self._failed)
+        self.call_server(self.client.vna_echo, self._echoed, group="vna", on_error=self._show_archive_error)
 
     def _echoed(self, echo: EchoResult) -> None:
         if echo.ok:
@@ -111,7 +111,7 @@ class VnaScreen(PixlScreen):
         }
         self._status("C-FIND …")
         self.call_server(
-            lambda: self.client.vna_find(**criteria), self._found, group="vna", on_error=self._failed
+            lambda: self.client.vna_find(**criteria), self._found, group="vna", on_error=self._show_archive_error
         )
 
     def _found(self, studies: list[ArchiveStudy]) -> None:
@@ -125,5 +125,5 @@ class VnaScreen(PixlScreen):
             else "No study in the archive matches."
         )
 
-    def _failed(self, error: RawApiError) -> None:
+    def _show_archive_error(self, error: RawApiError) -> None:
         self._status(Text(f"✖ {error}", style="bold red"))
