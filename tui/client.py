@@ -382,11 +382,6 @@ class RawClient:
         self.config = config
         self._session = session or requests.Session()
         self._session.auth = (config.username, config.password)
-        # A connection per request: Orthanc drops an idle kept-alive connection within a
-        # second, and a request sent on one as it closes fails with nothing received,
-        # which cannot safely be sent again (a POST). pixl-tui's few requests a second
-        # afford the handshakes.
-        self._session.headers["Connection"] = "close"
         # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a
         # session's `verify` (psf/requests#3829).
         self._verify: str | bool = config.ca_bundle or True
