@@ -141,6 +141,19 @@ class DockerEngine:
                 raise EngineError(f"dockerd did not start; see {self.log_file}:\n"
                                   + self.log_file.read_text(errors="replace")[-2000:])
             time.sleep(0.5)
+        if self.cached:
+            self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        """What a run killed before its clean-up left in the kept data root: its
+        containers, volumes and networks (images and build cache are what is kept)."""
+        containers = self.docker("ps", "-aq").stdout.split()
+        if containers:
+            self.docker("rm", "-f", "-v", *containers, timeout=300)
+        volumes = self.docker("volume", "ls", "-q").stdout.split()
+        if volumes:
+            self.docker("volume", "rm", "-f", *volumes, timeout=300)
+        self.docker("network", "prune", "-f")
 
     def stop(self) -> None:
         if self.cached and self._process is not None and self._process.poll() is None:
