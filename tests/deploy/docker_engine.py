@@ -158,10 +158,11 @@ class DockerEngine:
     def stop(self) -> None:
         if self.cached and self._process is not None and self._process.poll() is None:
             # Keep what the next run reuses (tagged images, the build cache used
-            # lately), not the untagged images and stale cache that every rebuild
-            # leaves: on vfs each layer is a full copy (gigabytes after a few runs).
+            # last), not the untagged images and older cache that every rebuild
+            # leaves: on vfs each layer is a full copy (38 GB after a day of runs
+            # when only cache older than 6 hours was pruned; the disk filled).
             self.docker("image", "prune", "-f", check=False)
-            self.docker("builder", "prune", "-f", "--filter", "until=6h", check=False)
+            self.docker("builder", "prune", "-f", "--keep-storage", "2GB", check=False)
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
