@@ -81,7 +81,6 @@ _CRASHED_HOLDER = """
 """
 
 
-@cache
 def _state_times_on_entering(state: str, row: str = "") -> str:
     """SQL of `state_times` once the job is in `state` (an SQL expression of text):
     the time it entered that state is recorded, and kept while it stays there."""
@@ -89,6 +88,7 @@ def _state_times_on_entering(state: str, row: str = "") -> str:
             f" ELSE {row}state_times || jsonb_build_object({state}, clock_timestamp()) END")
 
 
+@cache
 def _claim_sql(states: tuple[str, ...], new_state: str, columns: tuple[str, ...]) -> str:
     _states_sql((new_state,))  # validates it
     state_list = _states_sql(states)
