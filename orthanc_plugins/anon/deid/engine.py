@@ -12,6 +12,7 @@ them (raw bytes), which is what makes the walk cheap.
 from __future__ import annotations
 
 import functools
+import stat
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -190,7 +191,7 @@ def _files_stamp(folders: frozenset[Path]) -> frozenset[tuple[str, int, int]]:
                 status = path.stat()
             except FileNotFoundError:
                 continue  # removed while listed: the next look sees it gone
-            if path.is_file():
+            if stat.S_ISREG(status.st_mode):
                 stamp.add((str(path), status.st_size, status.st_mtime_ns))
     return frozenset(stamp)
 
@@ -224,11 +225,12 @@ class CompiledProjects:
         if entry is not None and _files_stamp(entry.folders) == entry.stamp:
             return entry.project
         base = frozenset({self.projects_dir, self.tag_rules_dir})
+        stamped = entry.folders if entry else base
         # Taken before reading, so that a change made while compiling is seen next time.
-        stamp = _files_stamp(entry.folders if entry else base)
+        stamp = _files_stamp(stamped)
         project = load_compiled_project(slug, self.projects_dir, self.tag_rules_dir)
         folders = base | _rule_folders(project.config)
-        if entry is None or folders != entry.folders:
+        if folders != stamped:  # the project names files in other folders now
             stamp = _files_stamp(folders)
         self._entries[slug] = _CompiledEntry(project, folders, stamp)
         return project
