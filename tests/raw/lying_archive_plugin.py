@@ -7,8 +7,9 @@ The mode is read from the file named by `LyingArchive.ModeFile` at every C-MOVE:
   honoured;
 - `none`: nothing is ever sent;
 - `honest`: everything asked for is sent.
-Orthanc names the instance level INSTANCE. Each C-MOVE logs one line, `lying archive: <level> <mode> sent N of M`, which
-the test reads from the log: what the archive did, not what raw thought.
+Orthanc names the instance level INSTANCE. Each C-MOVE logs one line,
+`lying archive: <level> <mode> sent N of M`, which the test reads from the log:
+what the archive did, not what raw thought.
 
 Runs inside the archive's Orthanc (plugin 4.0's `RegisterMoveCallback`, one
 sub-operation per C-MOVE), not in PIXL's code.
