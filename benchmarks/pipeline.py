@@ -53,6 +53,7 @@ import requests
 
 from benchmarks.native import free_port_base, private_stack_settings
 from benchmarks.resources import PeakMemory, start_profiles, stop_profiles, summarise_profile
+from orthanc_plugins.common.http_session import idle_limited_session
 from orthanc_plugins.common.secrets import destination_secret_name, open_secret_store
 from orthanc_plugins.common.settings import OrthancNode, Settings
 from pixl_hooks.destinations.ftps import FtpsSettings, connect, enter_folder
@@ -179,7 +180,7 @@ def ftps_settings(stack: Stack) -> FtpsSettings:
 
 
 def orthanc_session(settings: Settings) -> requests.Session:
-    session = requests.Session()
+    session = idle_limited_session()
     session.auth = settings.orthanc_auth
     session.verify = settings.http_verify
     return session

@@ -21,6 +21,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless
 
 from orthanc_plugins.common import db as pixl_db
+from orthanc_plugins.common.http_session import idle_limited_session
 from orthanc_plugins.common.orthanc_api import find_study, get_json
 from pixl_stack import studygen
 from stack_support import LoopbackServer, RelayHandler
@@ -118,7 +119,7 @@ def signed_in_browser_proxy(target: str, auth: tuple[str, str]) -> LoopbackServe
     """What a person's browser does once signed in: every request carries the user's
     credentials (a headless Chromium never answers the login prompt). Plain HTTP on
     loopback to Chromium, HTTPS verified with the stack's CA to anon."""
-    session = requests.Session()
+    session = idle_limited_session()
     session.auth = auth
 
     class Handler(RelayHandler):

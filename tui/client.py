@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from orthanc_plugins.common.http_session import idle_limited_session
 from tui import exit_codes
 
 REQUEST_TIMEOUT_SECONDS = 15
@@ -380,7 +381,7 @@ class RawClient:
 
     def __init__(self, config: ClientConfig, session: requests.Session | None = None) -> None:
         self.config = config
-        self._session = session or requests.Session()
+        self._session = idle_limited_session(session)
         self._session.auth = (config.username, config.password)
         # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a
         # session's `verify` (psf/requests#3829).

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import requests
 import urllib3
 
+from orthanc_plugins.common.http_session import idle_limited_session
 from orthanc_plugins.common.settings import load_settings
 
 
@@ -61,7 +62,7 @@ class HttpOrthanc:
         """`verify`: a CA bundle (or True, the system's CAs); by default the
         settings' `PIXL_TLS_CA_BUNDLE`."""
         self.url = url.rstrip("/")
-        self._session = requests.Session()
+        self._session = idle_limited_session()
         self._session.auth = auth
         # DICOM barely compresses, and between our own servers gzip only burns both CPUs.
         self._session.headers["Accept-Encoding"] = "identity"

@@ -40,6 +40,7 @@ import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
 
+from orthanc_plugins.common.http_session import idle_limited_session
 from pixl_hooks.destinations._settings import (
     CA_CERT_FIELD,
     optional_setting,
@@ -365,7 +366,7 @@ class _TimeoutSession(requests.Session):
 
 def _session(settings: DicomwebSettings, verify: str | bool) -> _TimeoutSession:
     """A requests session carrying the destination's authentication."""
-    session = _TimeoutSession()
+    session = idle_limited_session(_TimeoutSession())
     session.verify = verify
     if settings.token:
         session.headers["Authorization"] = f"Bearer {settings.token}"

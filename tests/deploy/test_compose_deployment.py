@@ -35,6 +35,7 @@ import pydicom
 import pytest
 import requests
 from docker_engine import CACHE_DIR, COMPOSE, DockerEngine, install_packages, run
+from stack_support import start_orthanc
 
 from orthanc_plugins.common.settings import OrthancNode, Settings, load_settings
 from orthanc_plugins.raw.extracts import extract_name_for
@@ -42,7 +43,7 @@ from pixl_stack import studygen
 from pixl_stack.certs import DevelopmentPki, make_self_signed_cert
 from pixl_stack.dcmtk import storescu
 from pixl_stack.omop import Procedure, write_omop_extract
-from pixl_stack.processes import ManagedProcess, StackError, port_free, wait_until
+from pixl_stack.processes import ManagedProcess, port_free, wait_until
 from pixl_stack.render import render_config
 from tui import exit_codes
 from tui.client import ClientConfig, ExtractStatus, RawClient
@@ -140,26 +141,7 @@ def _start_vna(node: OrthancNode, settings: Settings, work: Path) -> ManagedProc
     """The development VNA on the host; raw reaches it through the engine's bridge."""
     storage = work / "vna-storage"
     storage.mkdir(parents=True)
-    config = render_config("vna", settings, node, storage)
-    config_file = work / "vna.json"
-    config_file.write_text(json.dumps(config))
-    process = ManagedProcess("vna", work / "run", work / "logs")
-    process.start(["/usr/sbin/Orthanc", f"--logfile={process.log_file}", str(config_file)],
-                  # the configuration names the password, Orthanc reads it from here
-                  dict(os.environ, TCP_NODELAY="1", ORTHANC_PASSWORD=settings.orthanc_password))
-    try:
-        wait_until(lambda: _answers(f"{node.url}/system", settings.orthanc_auth), 60, "the VNA")
-    except StackError:
-        process.stop()  # not yet handed to the caller's clean-up
-        raise
-    return process
-
-
-def _answers(url: str, auth: tuple[str, str]) -> bool:
-    try:
-        return requests.get(url, auth=auth, timeout=3).status_code == 200
-    except requests.RequestException:
-        return False
+    return start_orthanc("vna", node, render_config("vna", settings, node, storage), settings, work)
 
 
 def _start_ftps(engine: DockerEngine, port: int, settings: Settings, work: Path) -> ManagedProcess:

@@ -9,7 +9,6 @@ test's duration.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from stack_support import point_raw_archive_at, start_orthanc
 from test_raw_stack import (
     PROJECT,
     cohort,
@@ -31,7 +31,6 @@ from test_raw_stack import (
 )
 
 from orthanc_plugins.common.settings import OrthancNode
-from pixl_stack.processes import ManagedProcess, wait_until
 from pixl_stack.render import raw_modalities, render_config
 
 pytestmark = pytest.mark.stack
@@ -56,12 +55,6 @@ class LyingArchive:
                 in MOVE_LINE.findall(self.log_file.read_text(errors="replace"))]
 
 
-def _point_raw_at(stack, entry: dict) -> None:
-    response = requests.put(f"{stack.settings.raw.url}/modalities/vna", json=entry,
-                            auth=stack.settings.orthanc_auth, verify=stack.settings.http_verify, timeout=10)
-    assert response.status_code == 200, response.text
-
-
 @pytest.fixture
 def lying_archive(stack, tmp_path: Path) -> Iterator[LyingArchive]:
     settings = stack.settings
@@ -74,26 +67,15 @@ def lying_archive(stack, tmp_path: Path) -> Iterator[LyingArchive]:
     config = render_config("vna", settings, node, storage)
     config.update(Plugins=["/usr/share/orthanc/plugins/libOrthancPython.so"], PythonScript=str(PLUGIN),
                   LyingArchive={"ModeFile": str(archive.mode_file)})
-    (tmp_path / "lying-archive.json").write_text(json.dumps(config))
-    process = ManagedProcess("lying-archive", tmp_path / "run", tmp_path / "logs")
-    process.start(["/usr/sbin/Orthanc", f"--logfile={process.log_file}", str(tmp_path / "lying-archive.json")],
-                  dict(os.environ, TCP_NODELAY="1", ORTHANC_PASSWORD=settings.orthanc_password))
+    process = start_orthanc("lying-archive", node, config, settings, tmp_path)
     archive.log_file = process.log_file
     try:
-        wait_until(lambda: _answers(f"{node.url}/system", settings.orthanc_auth), 60, "the lying archive")
         real_vna = raw_modalities(settings)["vna"]
-        _point_raw_at(stack, dict(real_vna, AET=node.aet, Port=node.dicom_port))
+        point_raw_archive_at(settings, dict(real_vna, AET=node.aet, Port=node.dicom_port))
         yield archive
     finally:
-        _point_raw_at(stack, raw_modalities(settings)["vna"])
+        point_raw_archive_at(settings, raw_modalities(settings)["vna"])
         process.stop()
-
-
-def _answers(url: str, auth: tuple[str, str]) -> bool:
-    try:
-        return requests.get(url, auth=auth, timeout=3).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def _held_by_raw(stack, study_uid: str) -> int:

@@ -8,7 +8,7 @@ import os
 import socket
 
 import pytest
-import requests
+from stack_support import point_raw_archive_at
 from textual.widgets import Checkbox, Input, Select, TextArea
 from tui_helpers import screen_text, settled, text_of, wait_until
 
@@ -71,19 +71,13 @@ async def test_archive_screen_echoes_and_finds_a_patients_studies(stack, raw_cli
 def archive_away(stack):
     """raw's archive entry pointed at a port where nothing listens, then put back."""
     settings = stack.settings
-
-    def point(entry: dict) -> None:
-        response = requests.put(f"{settings.raw.url}/modalities/vna", json=entry, timeout=10,
-                                auth=settings.orthanc_auth, verify=settings.http_verify)
-        assert response.status_code == 200, response.text
-
     with socket.socket() as probe:  # a port nothing listens on once closed
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     real = raw_modalities(settings)["vna"]
-    point(dict(real, Port=closed_port))
+    point_raw_archive_at(settings, dict(real, Port=closed_port))
     yield
-    point(real)
+    point_raw_archive_at(settings, real)
 
 
 async def test_archive_screen_shows_a_failed_find_on_the_screen(raw_client, archive_away):
