@@ -13,7 +13,9 @@ import importlib
 import inspect
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -44,6 +46,8 @@ DEFAULT_PLUGINS = (
 )
 ENTRY_POINT_GROUP = "pixl_destinations"
 TRACE_ENV = "PIXL_TRACE_HOOKS"
+# How long a lifecycle hook (a site's step, not an export) may hold anon's worker.
+LIFECYCLE_TIME_LIMIT_SECONDS = 60.0
 
 
 def make_plugin_manager() -> pluggy.PluginManager:
@@ -110,11 +114,17 @@ class HookCall:
 
 
 def call_lifecycle_hook(
-    hook_name: str, manager: pluggy.PluginManager | None = None, **kwargs: Any
+    hook_name: str,
+    manager: pluggy.PluginManager | None = None,
+    *,
+    time_limit: float | None = None,
+    **kwargs: Any,
 ) -> list[HookCall]:
-    """Call every implementation of a lifecycle hook on its own, so that one raising keeps
-    no other from running; what each did, in pluggy's calling order."""
+    """Call every implementation of a lifecycle hook on its own, so that one raising or
+    hanging keeps no other, and no export, waiting; what each did, in pluggy's order.
+    `time_limit`: seconds each may take (by default LIFECYCLE_TIME_LIMIT_SECONDS)."""
     manager = manager or plugin_manager()
+    time_limit = LIFECYCLE_TIME_LIMIT_SECONDS if time_limit is None else time_limit
     hook = getattr(manager.hook, hook_name)
     everyone = [plugin for _, plugin in manager.list_name_plugin() if plugin is not None]
     calls = []
@@ -122,13 +132,47 @@ def call_lifecycle_hook(
         alone = manager.subset_hook_caller(
             hook_name, remove_plugins=[p for p in everyone if p is not impl.plugin]
         )
-        try:
-            alone(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - a site's step failing must not stop PIXL's work
-            calls.append(HookCall(impl.plugin_name, f"{type(exc).__name__}: {exc}"[:500]))
-        else:
-            calls.append(HookCall(impl.plugin_name, None))
+        calls.append(HookCall(impl.plugin_name,
+                              _call_in_time(alone, (hook_name, impl.plugin_name), time_limit, kwargs)))
     return calls
+
+
+# (hook, plugin) -> when its call that has not returned yet began (time.monotonic)
+_still_running: dict[tuple[str, str], float] = {}
+_still_running_lock = threading.Lock()
+
+
+def _call_in_time(call: Callable[..., Any], key: tuple[str, str], time_limit: float,
+                  kwargs: dict[str, Any]) -> str | None:
+    """Run `call` in a thread of its own for at most `time_limit` seconds; its error, or
+    None. A call that hangs is left running (Python cannot stop a thread), and that
+    plugin's hook is not called again until it returns: one stuck thread per hook and
+    plugin at most, each missed call recorded as an error."""
+    with _still_running_lock:
+        started = _still_running.get(key)
+        if started is not None:
+            return (f"not called: its previous call has not returned after "
+                    f"{time.monotonic() - started:.0f} s")
+        _still_running[key] = time.monotonic()
+    outcome: list[str | None] = []
+
+    def run() -> None:
+        try:
+            call(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - a site's step failing must not stop PIXL's work
+            outcome.append(f"{type(exc).__name__}: {exc}"[:500])
+        else:
+            outcome.append(None)
+        finally:
+            with _still_running_lock:
+                del _still_running[key]
+
+    thread = threading.Thread(target=run, name=f"pixl-hook-{key[1]}", daemon=True)
+    thread.start()
+    thread.join(time_limit)
+    if thread.is_alive():
+        return f"did not return within {time_limit:g} s; left running, not called again until it does"
+    return outcome[0] if outcome else "ended without returning"
 
 
 def _module_of(plugin: Any) -> str:

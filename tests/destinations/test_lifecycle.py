@@ -156,6 +156,46 @@ def test_a_raising_hook_is_recorded_and_changes_no_job_nor_the_other_plugins(
     assert len(recorder.studies) == 1
 
 
+class Hanging:
+    """A site's step that does not return until the test lets it."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    @hookimpl
+    def pixl_study_exported(self, study):
+        self.calls += 1
+        self.release.wait(30)  # without a time limit, the test waits this long and then fails
+
+
+def test_a_hanging_hook_holds_the_worker_only_for_its_time_limit_and_is_not_piled_up(
+    conn, project, manager, recorder, secrets, monkeypatch
+):
+    hanging = Hanging()
+    manager.register(hanging, name="hanging")
+    monkeypatch.setattr(plugins, "LIFECYCLE_TIME_LIMIT_SECONDS", 0.2)
+    _, (first, second) = _extract(conn, ["exported", "exported"])
+    try:
+        lifecycle.notify_study_exported(conn, project, Job(first), None, secrets, manager)
+        lifecycle.notify_study_exported(conn, project, Job(second), None, secrets, manager)
+
+        assert [s.job_id for s in recorder.studies] == [first, second]  # the others went on
+        assert hanging.calls == 1  # its second call waits for the first to return
+        outcomes = {e["job_id"]: e["error"] for e in recent_hook_errors(conn) if e["plugin"] == "hanging"}
+        assert outcomes[first].startswith("did not return within 0.2 s")
+        assert outcomes[second].startswith("not called: its previous call has not returned")
+    finally:
+        hanging.release.set()
+    deadline = time.monotonic() + 30
+    while plugins._still_running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Once it has returned, the plugin is called again.
+    assert plugins.call_lifecycle_hook("pixl_study_exported", manager, project=project,
+                                       study=recorder.studies[0], receipt=None, secrets=secrets,
+                                       time_limit=10)[0] == plugins.HookCall("hanging", None)
+
+
 def test_a_broken_project_delays_only_its_own_announcements(conn, project, manager, recorder,
                                                             secrets):
     broken, _ = _extract(conn, ["not_found"], name="of-a-broken-project")
