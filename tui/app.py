@@ -21,6 +21,7 @@ from tui.screens.file_picker import FilePickerScreen
 from tui.screens.help import HelpScreen
 from tui.screens.load import LoadScreen
 from tui.screens.overview import OverviewScreen
+from tui.screens.plugins import PluginsScreen
 from tui.screens.schedule import ScheduleScreen
 from tui.screens.vna import VnaScreen
 
@@ -32,6 +33,7 @@ SCREENS_BY_MODE: dict[str, type[PixlScreen]] = {
     "controls": ControlsScreen,
     "export": ExportScreen,
     "vna": VnaScreen,
+    "plugins": PluginsScreen,
 }
 # The dialogs whose keys the help lists after the screens'.
 DIALOGS: tuple[tuple[str, type[Screen]], ...] = (
@@ -55,6 +57,7 @@ class PixlApp(App[None]):
         Binding("c", "switch_mode('controls')", "Controls"),
         Binding("e", "switch_mode('export')", "Export"),
         Binding("v", "switch_mode('vna')", "Archive"),
+        Binding("h", "switch_mode('plugins')", "Plugins"),
         Binding("question_mark,f1", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
     ]
@@ -138,6 +141,11 @@ class PixlApp(App[None]):
         )
         yield SystemCommand(
             "Archive", "C-ECHO the VNA, C-FIND its studies", lambda: self.switch_mode("vna")
+        )
+        yield SystemCommand(
+            "Plugins",
+            "Installed plugins, their hooks, and lifecycle hooks that failed",
+            lambda: self.switch_mode("plugins"),
         )
         yield SystemCommand(
             "Pause transfers",

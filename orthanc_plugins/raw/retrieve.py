@@ -14,6 +14,7 @@ only the missing instances are moved.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -278,11 +279,14 @@ def _fetch(
         raise RetrieveError(f"{modality} lists the study with no instance")
     held = {unit: raw_instance_count(api, study_uid, unit) for unit in expected}
     incomplete = [u for u in expected if held[u] < expected[u]]
+    # The archive's list of the study's instances, asked for once however many rounds need it.
+    on_archive = functools.cache(lambda: _archive_sop_uids(api, modality, study_uid, job.series_uids))
     moved = 0
     if incomplete:
         on_transfer_start(sum(expected.values()))
         if any(held[u] for u in incomplete):
-            moved = _move_missing_instances(api, modality, study_uid, job.series_uids, config, check_lease)
+            moved = _move_missing_instances(api, modality, study_uid, on_archive(), job.series_uids,
+                                            config, check_lease)
         else:
             _move(api, modality, found.query_id, config, check_lease)
             moved = sum(expected.values())
@@ -291,7 +295,8 @@ def _fetch(
             if not short:
                 break
             logger.warning("job %s: short transfer from %s; moving the missing instances", job.id, modality)
-            moved += _move_missing_instances(api, modality, study_uid, job.series_uids, config, check_lease)
+            moved += _move_missing_instances(api, modality, study_uid, on_archive(), job.series_uids,
+                                             config, check_lease)
     for unit, count in expected.items():
         now_held = raw_instance_count(api, study_uid, unit)
         if now_held < count:
@@ -307,12 +312,12 @@ def _move_missing_instances(
     api: OrthancApi,
     modality: str,
     study_uid: str,
+    on_archive: set[str],
     series_uids: list[str],
     config: RetrieveSettings,
     check_lease: Callable[[], None],
 ) -> int:
-    """Move only the instances raw lacks (raw holds part of the study)."""
-    on_archive = _archive_sop_uids(api, modality, study_uid, series_uids)
+    """Move only the instances of `on_archive` (the archive's SOP Instance UIDs) that raw lacks."""
     missing = sorted(on_archive - _raw_sop_uids(api, study_uid, series_uids))
     for start in range(0, len(missing), MISSING_INSTANCES_PER_MOVE):
         check_lease()

@@ -136,6 +136,26 @@ FIXED_PAYLOADS: dict[str, dict] = {
             "time_zone": "Europe/London",
         },
     },
+    "/pixl/plugins": {
+        "plugins": [
+            {"name": "pixl_hooks.destinations.ftps", "module": "pixl_hooks.destinations.ftps",
+             "hooks": ["pixl_check_destination", "pixl_destinations", "pixl_export_dicom_study",
+                       "pixl_export_parquet"],
+             "destinations": ["ftpes", "ftps"]},
+            {"name": "research_db", "module": "research_db.hooks",
+             "hooks": ["pixl_extract_finished", "pixl_study_exported"], "destinations": []},
+        ],
+        "hook_errors": [
+            {"hook": "pixl_study_exported", "plugin": "research_db", "project": "test-project",
+             "extract": "2024-01-02t03-04-05", "job_id": 17,
+             "error": "did not return within 60 s; left running, not called again until it does",
+             "recorded_at": "2024-01-02T03:20:00+00:00"},
+            {"hook": "pixl_extract_finished", "plugin": "research_db", "project": "test-project",
+             "extract": "2023-12-01t00-00-00", "job_id": None,
+             "error": "ConnectionError: research database down",
+             "recorded_at": "2024-01-01T09:00:00+00:00"},
+        ],
+    },
     "/pixl/exports": {
         "exports": [
             {

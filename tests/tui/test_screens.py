@@ -6,6 +6,8 @@ import pytest
 from textual.widgets import DataTable, Input, Select
 from tui_helpers import screen_text, settled, text_of, wait_until
 
+from orthanc_plugins.common import db as pixl_db
+from orthanc_plugins.common.hook_events import record_hook_calls
 from tui.app import PixlApp
 from tui.client import RawClient, prepare_upload
 from tui.screens.confirm_load import ConfirmLoadScreen
@@ -144,6 +146,33 @@ async def test_failures_screen_lists_reasons_and_retries_one_and_all(raw_client,
         await wait_until(pilot, lambda: len(notifications(app)) == 2, "retry all")
         assert notifications(app)[1].startswith("Queued ")
         assert notifications(app)[1].endswith(" again.")
+
+
+async def test_plugins_screen_lists_the_plugins_and_a_failed_lifecycle_hook(stack, raw_client,
+                                                                           write_cohort):
+    project, extract = load(raw_client, write_cohort(studies=1))
+    plugin = f"site_step_{extract}"  # this test's own, among whatever other tests recorded
+    with pixl_db.connect(stack.settings, autocommit=True) as conn:
+        extract_id = conn.execute(
+            "SELECT id FROM extracts WHERE project_slug = %s AND extract_name = %s", (project, extract)
+        ).fetchone()[0]
+        record_hook_calls(conn, "pixl_extract_finished", project, extract_id, None,
+                          [(plugin, "ConnectionError: research database down")])
+    app = PixlApp(raw_client, refresh_seconds=REFRESH)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.press("h")
+        errors = app.screen.query_one("#hook-errors", DataTable)
+        await wait_until(pilot, lambda: errors.row_count > 0, "the hook errors")
+        rows = [[str(cell) for cell in errors.get_row(key)] for key in errors.rows]
+        ours = [row for row in rows if row[2] == plugin]
+        assert ours, rows
+        assert ours[0][1] == "extract_finished"
+        assert ours[0][3] == f"{project}/{extract}"
+        assert ours[0][5] == "ConnectionError: research database down"
+        plugins = app.screen.query_one("#plugins", DataTable)
+        names = {str(plugins.get_row(key)[0]) for key in plugins.rows}
+        assert {"pixl_hooks.destinations.ftps", "pixl_hooks.destinations.dicomweb"} <= names
+        assert "failed lately" in text_of(app, "#hook-errors-summary")
 
 
 async def test_controls_screen_changes_rate_limit_and_pauses(restore_controls):

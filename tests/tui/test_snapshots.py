@@ -53,6 +53,11 @@ def test_export_layout(snap_compare, fixed_client):
     assert snap_compare(app, press=["e"], terminal_size=SIZE, run_before=settled)
 
 
+def test_plugins_layout(snap_compare, fixed_client):
+    app = PixlApp(fixed_client, refresh_seconds=NEVER)
+    assert snap_compare(app, press=["h"], terminal_size=SIZE, run_before=settled)
+
+
 def test_archive_screen_after_a_find(snap_compare, fixed_client):
     app = PixlApp(fixed_client, refresh_seconds=NEVER)
 
