@@ -266,9 +266,7 @@ def cmd_plugins(client: RawClient, args: argparse.Namespace, out: TextIO) -> int
     if listing.hook_errors:
         print(f"\nrecent hook errors ({len(listing.hook_errors)}, newest first):", file=out)
     for error in listing.hook_errors:
-        job = f" job {error.job_id}" if error.job_id is not None else ""
-        print(f"{error.recorded_at}  {error.hook} of {error.plugin}: {error.project}/"
-              f"{error.extract}{job}: {error.error}", file=out)
+        print(f"{error.recorded_at}  {error.sentence()}", file=out)
     return exit_codes.OK
 
 

@@ -328,6 +328,11 @@ class HookError:
     error: str
     recorded_at: str
 
+    def sentence(self) -> str:
+        """What failed, where and why, as `pixl-tui plugins` and the Plugins screen say it."""
+        job = f" job {self.job_id}" if self.job_id is not None else ""
+        return f"{self.hook} of {self.plugin}: {self.project}/{self.extract}{job}: {self.error}"
+
 
 @dataclass(frozen=True)
 class PluginListing:

@@ -12,6 +12,7 @@ limit is simply not used again, and the request opens a fresh one.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -41,6 +42,7 @@ class _IdleLimitedPool:
         return conn
 
 
+@functools.cache  # made once per limit, not once per session
 def _pool_classes(max_idle: float) -> dict[str, type]:
     attributes = {"max_idle": max_idle}
     return {

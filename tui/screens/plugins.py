@@ -102,5 +102,4 @@ class PluginsScreen(PixlScreen):
         details = self.query_one("#hook-error-details", Static)
         details.display = error is not None
         if error is not None:
-            details.update(f"{error.hook} of {error.plugin}, {error.project}/{error.extract}"
-                           f"{'' if error.job_id is None else f', job {error.job_id}'}: {error.error}")
+            details.update(error.sentence())
